@@ -1,0 +1,73 @@
+"""`build_vae`: a ready VAE from an architecture name."""
+
+from keras_resvae.architectures.registry import build_networks
+from keras_resvae.vae import VAE
+
+
+def build_vae(
+    arch,
+    image_shape,
+    latent_dim=32,
+    *,
+    use_batch_norm=None,
+    skip=False,
+    width=1.0,
+    stem=None,
+    upsampling=None,
+    likelihood="bernoulli",
+    output_activation="sigmoid",
+    beta=1.0,
+    kl_warmup_steps=0,
+    sigma=0.1,
+    seed=None,
+    name="vae",
+):
+    """Builds a VAE of a registered architecture.
+
+    Args:
+        arch: `"basic"`, `"resnet18"` or `"resnet50"` (see `list_architectures()`).
+        image_shape: `(height, width, channels)`, sides at least 8. The output has
+            exactly this shape.
+        latent_dim: int. Size of the latent code. Default 32.
+        use_batch_norm: bool or None. None: the architecture's default (off for
+            `basic`, as in the study; on for the ResNets). False removes every
+            normalisation layer.
+        skip: bool. Skip connections inside the inference network: every encoder
+            stage is average-pooled into the latent head (never around the latent,
+            so prior samples still work).
+        width: float. Multiplier on every filter count.
+        stem: ResNets only. `"cifar"` (3x3 stride 1) or `"imagenet"` (7x7 stride
+            2 + max-pool). None: `"cifar"` up to 64 px, else `"imagenet"`.
+        upsampling: ResNets only. `"nearest"` (default) or `"bilinear"`.
+        likelihood, output_activation, beta, kl_warmup_steps, sigma, seed: see `VAE`.
+        name: str. The model's name.
+
+    Returns:
+        A `VAE`; compile it with an optimizer and call `fit`.
+
+    Example:
+    >>> vae = build_vae("resnet18", (32, 32, 3), latent_dim=128, use_batch_norm=False)
+    >>> vae.compile(optimizer="adam")
+    """
+    encoder, decoder, architecture = build_networks(
+        arch,
+        image_shape,
+        latent_dim,
+        use_batch_norm=use_batch_norm,
+        skip=skip,
+        width=width,
+        stem=stem,
+        upsampling=upsampling,
+    )
+    return VAE(
+        encoder,
+        decoder,
+        likelihood=likelihood,
+        output_activation=output_activation,
+        beta=beta,
+        kl_warmup_steps=kl_warmup_steps,
+        sigma=sigma,
+        seed=seed,
+        architecture=architecture,
+        name=name,
+    )

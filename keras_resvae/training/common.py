@@ -1,0 +1,35 @@
+"""Pieces of the training step shared by every backend."""
+
+from keras import ops
+from keras.utils import unpack_x_y_sample_weight
+
+
+def images_from_batch(model, data):
+    """The images of a batch: `x` of `(x,)`, `(x, y)` or `x`, checked and float32."""
+    images, _, _ = unpack_x_y_sample_weight(data)
+    return model.check_images(images)
+
+
+def is_finite(loss, grads):
+    """True (a boolean tensor) when the loss and every gradient are finite."""
+    finite = ops.all(ops.isfinite(loss))
+    for grad in grads:
+        finite = ops.logical_and(finite, ops.all(ops.isfinite(grad)))
+    return finite
+
+
+def update_metrics(model, images, loss, terms, skipped=None):
+    """Updates the VAE's trackers with one batch; returns the logs dict."""
+    batch_size = ops.shape(images)[0]
+    trackers = [
+        (model.loss_tracker, loss),
+        (model.reconstruction_tracker, terms["reconstruction_loss"]),
+        (model.kl_tracker, terms["kl_loss"]),
+        (model.mse_tracker, terms["mse"]),
+    ]
+    for tracker, value in trackers:
+        tracker.update_state(value, sample_weight=batch_size)
+    if skipped is not None:
+        model.skipped_tracker.update_state(ops.cast(skipped, "float32"))
+        trackers.append((model.skipped_tracker, None))
+    return {tracker.name: tracker.result() for tracker, _ in trackers}

@@ -1,0 +1,86 @@
+"""The VAE's stateless train and test steps on the JAX backend.
+
+JAX steps receive every variable as an argument and must return the new values,
+including the non-trainable ones: the sampling layer's RNG state and the
+batch-norm statistics live there.
+"""
+
+import jax
+import jax.numpy as jnp
+import keras
+
+from keras_resvae.training.common import images_from_batch, is_finite, update_metrics
+
+
+def _forward(model, trainable, non_trainable, images, step, training):
+    """Runs `compute_elbo` statelessly; returns (loss, terms, new non-trainables)."""
+    mapping = list(zip(model.trainable_variables, trainable))
+    mapping += list(zip(model.non_trainable_variables, non_trainable))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        loss, terms = model.compute_elbo(images, step=step, training=training)
+    new_non_trainable = [
+        _current(scope, ref, old) for ref, old in zip(model.non_trainable_variables, non_trainable)
+    ]
+    return loss, terms, new_non_trainable
+
+
+def _current(scope, variable, default):
+    value = scope.get_current_value(variable)
+    return default if value is None else value
+
+
+def _metrics(model, metrics_variables, images, loss, terms, skipped=None):
+    mapping = list(zip(model.metrics_variables, metrics_variables))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        logs = update_metrics(model, images, loss, terms, skipped)
+    new_metrics = [
+        _current(scope, ref, old) for ref, old in zip(model.metrics_variables, metrics_variables)
+    ]
+    return logs, new_metrics
+
+
+def train_step(model, state, data):
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    images = images_from_batch(model, data)
+    optimizer_mapping = list(zip(model.optimizer.variables, optimizer_vars))
+    with keras.StatelessScope(state_mapping=optimizer_mapping):
+        step = model.optimizer.iterations.value
+
+    def scaled_loss(trainable):
+        loss, terms, new_non_trainable = _forward(
+            model, trainable, non_trainable, images, step, training=True
+        )
+        with keras.StatelessScope(state_mapping=optimizer_mapping):
+            scaled = model.optimizer.scale_loss(loss)
+        return scaled, (loss, terms, new_non_trainable)
+
+    grads, (loss, terms, new_non_trainable) = jax.grad(scaled_loss, has_aux=True)(trainable)
+    new_trainable, new_optimizer_vars = model.optimizer.stateless_apply(
+        optimizer_vars, grads, trainable
+    )
+    finite = is_finite(loss, grads)
+
+    def keep_if_finite(new, old):
+        # A non-finite step leaves weights, optimizer and batch-norm state untouched.
+        return [jnp.where(finite, n, o) for n, o in zip(new, old)]
+
+    logs, metrics_vars = _metrics(
+        model, metrics_vars, images, loss, terms, skipped=jnp.logical_not(finite)
+    )
+    state = (
+        keep_if_finite(new_trainable, trainable),
+        keep_if_finite(new_non_trainable, non_trainable),
+        keep_if_finite(new_optimizer_vars, optimizer_vars),
+        metrics_vars,
+    )
+    return logs, state
+
+
+def test_step(model, state, data):
+    trainable, non_trainable, metrics_vars = state
+    images = images_from_batch(model, data)
+    loss, terms, non_trainable = _forward(
+        model, trainable, non_trainable, images, step=None, training=False
+    )
+    logs, metrics_vars = _metrics(model, metrics_vars, images, loss, terms)
+    return logs, (trainable, non_trainable, metrics_vars)

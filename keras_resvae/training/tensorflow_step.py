@@ -1,0 +1,39 @@
+"""The VAE's train and test steps on the TensorFlow backend."""
+
+import tensorflow as tf
+from keras import ops
+
+from keras_resvae.training.common import images_from_batch, is_finite, update_metrics
+
+
+def train_step(model, data):
+    images = images_from_batch(model, data)
+    variables = model.trainable_variables
+    saved_state = [tf.identity(v.value) for v in model.non_trainable_variables]
+    with tf.GradientTape() as tape:
+        loss, terms = model.compute_elbo(
+            images, step=model.optimizer.iterations, training=True
+        )
+        # Gradients are summed over replicas under tf.distribute.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        scaled_loss = model.optimizer.scale_loss(loss / replicas)
+    grads = tape.gradient(scaled_loss, variables)
+    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    finite = is_finite(loss, grads)
+
+    def apply_update():
+        model.optimizer.apply(grads, variables)
+
+    def restore_state():
+        # A non-finite batch may have pushed NaNs into the batch-norm statistics.
+        for variable, value in zip(model.non_trainable_variables, saved_state):
+            variable.assign(value)
+
+    ops.cond(finite, apply_update, restore_state)
+    return update_metrics(model, images, loss, terms, skipped=ops.logical_not(finite))
+
+
+def test_step(model, data):
+    images = images_from_batch(model, data)
+    loss, terms = model.compute_elbo(images, training=False)
+    return update_metrics(model, images, loss, terms)

@@ -1,0 +1,35 @@
+"""The VAE's train and test steps on the PyTorch backend."""
+
+import torch
+
+from keras_resvae.training.common import images_from_batch, is_finite, update_metrics
+
+
+def train_step(model, data):
+    images = images_from_batch(model, data)
+    variables = model.trainable_variables
+    saved_state = [v.value.detach().clone() for v in model.non_trainable_variables]
+    # Gradients accumulate in torch unless cleared.
+    model.zero_grad()
+    loss, terms = model.compute_elbo(images, step=model.optimizer.iterations, training=True)
+    model.optimizer.scale_loss(loss).backward()
+    grads = [
+        torch.zeros_like(v.value) if v.value.grad is None else v.value.grad
+        for v in variables
+    ]
+    finite = bool(is_finite(loss.detach(), grads))
+    with torch.no_grad():
+        if finite:
+            model.optimizer.apply(grads, variables)
+        else:
+            # A non-finite batch may have pushed NaNs into the batch-norm statistics.
+            for variable, value in zip(model.non_trainable_variables, saved_state):
+                variable.assign(value)
+    terms = {name: value.detach() for name, value in terms.items()}
+    return update_metrics(model, images, loss.detach(), terms, skipped=not finite)
+
+
+def test_step(model, data):
+    images = images_from_batch(model, data)
+    loss, terms = model.compute_elbo(images, training=False)
+    return update_metrics(model, images, loss, terms)
