@@ -181,8 +181,8 @@ def optimal_log_sigma(images, logits, output_activation="sigmoid", min_log_sigma
 
     For one sigma shared by every pixel of the batch, the Gaussian likelihood is
     maximised at sigma^2 = mean squared error over the batch (Rybkin et al. 2021).
-    The result is soft-clipped from below at `min_log_sigma` so a perfect
-    reconstruction cannot drive the loss to -inf.
+    The result is floored at `min_log_sigma` so a perfect reconstruction cannot
+    drive the loss to -inf; above the floor it is exact.
 
     Returns:
         A scalar tensor (log of [0, 1]-scale pixel units).
@@ -191,7 +191,7 @@ def optimal_log_sigma(images, logits, output_activation="sigmoid", min_log_sigma
     mean = unit_interval_mean(logits, output_activation)
     mse = ops.mean(ops.square(targets - mean))
     log_sigma = 0.5 * ops.log(mse + 1e-12)
-    return min_log_sigma + ops.softplus(log_sigma - min_log_sigma)
+    return ops.maximum(log_sigma, min_log_sigma)
 
 
 def gaussian_learned_nll(images, logits, output_activation="sigmoid", min_log_sigma=-6.0):

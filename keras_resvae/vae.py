@@ -258,6 +258,15 @@ class VAE(keras.Model):
             "architecture": self.architecture,
         }
 
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        # Keras saves `jit_compile` resolved for this backend (True on JAX), which
+        # would switch on torch.compile when the file is loaded under PyTorch.
+        # Save "auto" when the setting is just this backend's default.
+        if config and config.get("jit_compile") == self._resolve_auto_jit_compile():
+            config["jit_compile"] = "auto"
+        return config
+
     @classmethod
     def from_config(cls, config):
         config = dict(config)

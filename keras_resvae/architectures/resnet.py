@@ -183,7 +183,7 @@ def build_resnet_decoder(
 
     Dense -> reshape to the last stage's size -> stages in reverse order, with
     interpolation upsampling (to the matching encoder stage's exact size) and a
-    3x3 convolution between stages -> the stem undone (upsampling + convolution
+    convolution between stages (3x3; 1x1 for bottleneck stages) -> the stem undone (upsampling + convolution
     for the ImageNet stem) -> a 3x3 convolution to the image's channels. The VAE
     applies the output activation to these logits.
 
@@ -195,6 +195,10 @@ def build_resnet_decoder(
     apply_block, expansion = BLOCKS[block_type]
     stem_sizes, stage_sizes = encoder_sizes(image_shape, stem)
     filters = [scaled_filters(f, width) for f in STAGE_FILTERS]
+
+    # Between bottleneck stages the channels are 4x wide: a 1x1 transition keeps
+    # the decoder the encoder's size, as the bottleneck design itself does.
+    transition_kernel = 3 if expansion == 1 else 1
 
     z = keras.Input((latent_dim,), name="z")
     top_size, top_channels = stage_sizes[-1], expansion * filters[-1]
@@ -213,7 +217,8 @@ def build_resnet_decoder(
         if stage < len(STAGE_FILTERS) - 1:
             x = apply_upsample_to(x, stage_sizes[stage], upsampling, name=f"{name}_up")
             x = apply_conv_norm_act(
-                x, expansion * filters[stage], 3, 1, use_batch_norm, name=f"{name}_up"
+                x, expansion * filters[stage], transition_kernel, 1, use_batch_norm,
+                name=f"{name}_up",
             )
         for block in range(1, stage_blocks[stage] + 1):
             x = apply_block(x, filters[stage], 1, use_batch_norm, name=f"{name}_block{block}")

@@ -1,0 +1,1 @@
+"""The `resvae` command line (installed as `keras_resvae.cli`)."""

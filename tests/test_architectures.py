@@ -1,0 +1,194 @@
+"""Architectures: the study's layer list, ResNet parameter counts, shapes, options."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+import keras_resvae
+from keras_resvae.architectures import (
+    ARCHITECTURES,
+    build_basic_decoder,
+    build_basic_encoder,
+    build_networks,
+    build_resnet_trunk,
+    encoder_from_backbone,
+)
+
+# torchvision's ResNet-18 / ResNet-50 without the classifier have 11,176,512 and
+# 23,508,032 parameters; Keras also counts batch norm's two moving statistics per
+# channel (4,800 and 26,560 channels), which gives keras-cv's ResNetBackbone counts.
+RESNET18_TRUNK_PARAMS = 11_176_512 + 2 * 4_800
+RESNET50_TRUNK_PARAMS = 23_508_032 + 2 * 26_560
+
+
+def all_layers(model):
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def test_basic_is_the_studys_model():
+    encoder = build_basic_encoder((28, 28, 1), latent_dim=2)
+    convs = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [(c.filters, c.kernel_size, c.strides, c.padding) for c in convs] == [
+        (32, (3, 3), (2, 2), "same"),
+        (64, (3, 3), (2, 2), "same"),
+    ]
+    kinds = [type(layer).__name__ for layer in encoder.layers]
+    assert kinds == ["InputLayer", "Conv2D", "Activation", "Conv2D", "Activation", "Flatten",
+                     "LatentHead"]
+    assert encoder.get_layer("latent_head").dense.units == 4
+
+    decoder = build_basic_decoder((28, 28, 1), latent_dim=2)
+    deconvs = [l for l in decoder.layers if isinstance(l, keras.layers.Conv2DTranspose)]
+    assert [(d.filters, d.kernel_size, d.strides) for d in deconvs] == [
+        (64, (3, 3), (2, 2)),
+        (32, (3, 3), (2, 2)),
+        (1, (3, 3), (1, 1)),
+    ]
+    assert isinstance(decoder.layers[1], keras.layers.Dense)
+    assert decoder.output_shape == (None, 28, 28, 1)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in all_layers(decoder))
+
+
+@pytest.mark.parametrize(
+    "block_type, stage_blocks, expected",
+    [("basic", (2, 2, 2, 2), RESNET18_TRUNK_PARAMS), ("bottleneck", (3, 4, 6, 3), RESNET50_TRUNK_PARAMS)],
+)
+def test_resnet_trunks_have_the_standard_parameter_counts(block_type, stage_blocks, expected):
+    trunk = build_resnet_trunk((224, 224, 3), block_type, stage_blocks, stem="imagenet")
+    assert trunk.count_params() == expected
+    assert trunk.output_shape == (None, 7, 7, 512 * (1 if block_type == "basic" else 4))
+
+
+@pytest.mark.parametrize(
+    "block_type, stage_blocks, cv_block",
+    [("basic", (2, 2, 2, 2), "basic_block"), ("bottleneck", (3, 4, 6, 3), "block")],
+)
+def test_resnet_trunks_match_keras_cv(block_type, stage_blocks, cv_block):
+    keras_cv = pytest.importorskip("keras_cv")
+    reference = keras_cv.models.ResNetBackbone(
+        stackwise_filters=[64, 128, 256, 512],
+        stackwise_blocks=list(stage_blocks),
+        stackwise_strides=[1, 2, 2, 2],
+        block_type=cv_block,
+        include_rescaling=False,
+        input_shape=(64, 64, 3),
+    )
+    ours = build_resnet_trunk((64, 64, 3), block_type, stage_blocks, stem="imagenet")
+    assert ours.count_params() == reference.count_params()
+    assert ours.output_shape == reference.output_shape
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_no_bn_leaves_no_normalisation_layer(arch):
+    encoder, decoder, _ = build_networks(arch, (32, 32, 3), 4, use_batch_norm=False, width=0.125)
+    for network in (encoder, decoder):
+        normalisers = [
+            layer.name for layer in all_layers(network)
+            if "Normalization" in type(layer).__name__
+        ]
+        assert normalisers == []
+    encoder, decoder, _ = build_networks(arch, (32, 32, 3), 4, use_batch_norm=True, width=0.125)
+    assert any(isinstance(l, keras.layers.BatchNormalization) for l in all_layers(encoder))
+    assert any(isinstance(l, keras.layers.BatchNormalization) for l in all_layers(decoder))
+
+
+SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3), (9, 13, 2)]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("image_shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_output_has_exactly_the_input_shape(arch, image_shape):
+    vae = keras_resvae.build_vae(arch, image_shape, 3, width=0.0625, skip=True)
+    images = np.random.default_rng(0).uniform(size=(2, *image_shape)).astype("float32")
+    assert tuple(vae(images).shape) == (2, *image_shape)
+    assert tuple(vae.sample(2, seed=0).shape) == (2, *image_shape)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_imagenet_stem_handles_odd_sizes(arch):
+    vae = keras_resvae.build_vae(arch, (37, 45, 3), 3, width=0.0625, stem="imagenet",
+                                 upsampling="bilinear")
+    assert tuple(vae.decode(np.zeros((1, 3), "float32")).shape) == (1, 37, 45, 3)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_skip_joins_every_stage_inside_the_encoder_only(arch):
+    plain, decoder_plain, _ = build_networks(arch, (32, 32, 3), 4, width=0.125)
+    skip, decoder_skip, _ = build_networks(arch, (32, 32, 3), 4, width=0.125, skip=True)
+    stages = 2 if arch == "basic" else 4
+    skip_pools = [l for l in skip.layers if l.name.startswith("skip") and "pool" in l.name]
+    assert len(skip_pools) == stages - 1
+    assert not any(l.name.startswith("skip") for l in plain.layers)
+    # The decoder takes only z: nothing goes around the latent code.
+    assert decoder_skip.input_shape == (None, 4)
+    assert decoder_skip.count_params() == decoder_plain.count_params()
+    assert skip.count_params() > plain.count_params()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(arch="resnet19"), r"\['basic', 'resnet18', 'resnet50'\].*resnet19"),
+        (dict(image_shape=(4, 4, 1)), ">= 8"),
+        (dict(image_shape=(28, 28)), "height, width, channels"),
+        (dict(latent_dim=0), "latent_dim"),
+        (dict(width=-1.0), "width"),
+        (dict(stem="tiny"), r"\['cifar', 'imagenet'\]"),
+        (dict(upsampling="cubic"), r"\['nearest', 'bilinear'\]"),
+        (dict(arch="basic", stem="cifar"), r"`stem` applies only to .*resnet18"),
+        (dict(likelihood="laplace"), "bernoulli"),
+        (dict(output_activation="relu"), r"\['sigmoid', 'tanh'\]"),
+        (dict(beta=-1.0), "beta"),
+        (dict(kl_warmup_steps=-5), "kl_warmup_steps"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(kwargs, message):
+    options = dict(arch="resnet18", image_shape=(32, 32, 3), latent_dim=4, width=0.125)
+    options.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        keras_resvae.build_vae(options.pop("arch"), options.pop("image_shape"), **options)
+
+
+def test_resolved_config_records_defaults():
+    vae = keras_resvae.build_vae("resnet18", (32, 32, 3), 4, width=0.125)
+    assert vae.architecture == dict(
+        arch="resnet18", image_shape=[32, 32, 3], latent_dim=4, use_batch_norm=True,
+        skip=False, width=0.125, stem="cifar", upsampling="nearest",
+    )
+    assert keras_resvae.build_vae("basic", (28, 28, 1), 2).architecture["use_batch_norm"] is False
+    big = keras_resvae.build_vae("resnet18", (96, 96, 3), 4, width=0.0625)
+    assert big.architecture["stem"] == "imagenet"
+
+
+def test_any_backbone_gets_our_latent_head():
+    images = keras.Input((16, 16, 3))
+    stage1 = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(images)
+    stage2 = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(stage1)
+    backbone = keras.Model(images, [stage1, stage2])
+    encoder = encoder_from_backbone(backbone, latent_dim=5)
+    z_mean, z_log_var = encoder(np.zeros((3, 16, 16, 3), "float32"))
+    assert tuple(z_mean.shape) == (3, 5) and tuple(z_log_var.shape) == (3, 5)
+    with pytest.raises(ValueError, match="feature maps"):
+        encoder_from_backbone(keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten()]), 5)
+
+
+def test_keras_cv_resnet_backbone_trains_in_a_vae():
+    keras_cv = pytest.importorskip("keras_cv")
+    backbone = keras_cv.models.ResNetBackbone(
+        # keras-cv's stem has 64 filters, so its first stage must too.
+        stackwise_filters=[64, 16, 16, 16],
+        stackwise_blocks=[1, 1, 1, 1],
+        stackwise_strides=[1, 2, 2, 2],
+        block_type="basic_block",
+        include_rescaling=False,
+        input_shape=(32, 32, 3),
+    )
+    encoder = encoder_from_backbone(backbone, latent_dim=4)
+    _, decoder, _ = build_networks("resnet18", (32, 32, 3), 4, width=0.125)
+    vae = keras_resvae.VAE(encoder, decoder, seed=0)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images = np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype("float32")
+    history = vae.fit(images, epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert tuple(to_numpy(vae.reconstruct(images[:2])).shape) == (2, 32, 32, 3)

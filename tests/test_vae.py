@@ -1,0 +1,248 @@
+"""The VAE model: training on every backend, its methods, and serialisation."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from conftest import blob_images, tiny_vae, to_numpy
+
+import keras_resvae
+from keras_resvae import VAE
+from keras_resvae.architectures import build_networks
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def compiled(vae, learning_rate=3e-3):
+    vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    return vae
+
+
+@pytest.mark.parametrize(
+    "arch, kwargs",
+    [
+        ("basic", {}),
+        ("basic", dict(likelihood="gaussian", sigma=0.1)),
+        ("basic", dict(likelihood="gaussian_learned")),
+        ("resnet18", dict(use_batch_norm=False, skip=True)),
+    ],
+    ids=["basic-bernoulli", "basic-gaussian", "basic-sigma_vae", "resnet18-nobn-skip"],
+)
+def test_fit_lowers_the_loss(blobs, arch, kwargs):
+    vae = compiled(tiny_vae(arch, **kwargs))
+    before = vae.evaluate(blobs, batch_size=32, verbose=0, return_dict=True)
+    history = vae.fit(blobs, epochs=6, batch_size=16, verbose=0, validation_data=blobs[:32])
+    after = vae.evaluate(blobs, batch_size=32, verbose=0, return_dict=True)
+    losses = history.history["loss"]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    assert after["loss"] < before["loss"]
+    assert after["mse"] < before["mse"]
+    assert set(history.history) >= {
+        "loss", "reconstruction_loss", "kl_loss", "mse", "skipped_steps",
+        "val_loss", "val_reconstruction_loss", "val_kl_loss", "val_mse",
+    }
+    assert history.history["skipped_steps"] == [0.0] * 6
+
+
+def test_tanh_model_trains_on_centred_data(blobs):
+    vae = compiled(tiny_vae(output_activation="tanh", likelihood="gaussian_learned"))
+    centred = blobs * 2 - 1
+    history = vae.fit(centred, epochs=4, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    images = to_numpy(vae.sample(4, seed=0))
+    assert images.min() >= -1 and images.max() <= 1 and images.min() < 0
+
+
+@pytest.fixture(scope="module")
+def resnet_run():
+    """A tiny ResNet-18 VAE (batch norm, skip) trained one epoch, and its state before.
+
+    Shared by the tests below because compiling its steps dominates their cost.
+    """
+    vae = compiled(tiny_vae("resnet18", use_batch_norm=True, skip=True))
+    before = {
+        "seed": to_numpy(vae.sampling.seed_generator.state).copy(),
+        "bn_mean": to_numpy(vae.encoder.get_layer("stem_bn").moving_mean).copy(),
+    }
+    vae.fit(blob_images(64), epochs=1, batch_size=16, verbose=0)
+    return vae, before
+
+
+def test_training_updates_rng_and_batch_norm_state(resnet_run):
+    # On JAX the stateless step must hand back the non-trainable variables.
+    vae, before = resnet_run
+    assert not np.array_equal(to_numpy(vae.sampling.seed_generator.state), before["seed"])
+    bn_mean = to_numpy(vae.encoder.get_layer("stem_bn").moving_mean)
+    assert not np.allclose(bn_mean, before["bn_mean"])
+
+
+def test_non_finite_batches_are_skipped_without_touching_the_weights(blobs, resnet_run):
+    vae, _ = resnet_run
+    weights = [to_numpy(w).copy() for w in vae.weights if "seed" not in w.path]
+    poisoned = blobs[:16].copy()
+    poisoned[3, 5, 5, 0] = np.nan
+    history = vae.fit(poisoned, epochs=1, batch_size=16, verbose=0)
+    assert history.history["skipped_steps"] == [1.0]
+    after = [to_numpy(w) for w in vae.weights if "seed" not in w.path]
+    for a, b in zip(weights, after):
+        np.testing.assert_array_equal(a, b)
+    history = vae.fit(blobs[:32], epochs=1, batch_size=16, verbose=0)
+    assert history.history["skipped_steps"] == [0.0]
+    assert np.isfinite(history.history["loss"][-1])
+
+
+def test_kl_warmup_weights_the_kl_term(blobs):
+    vae = tiny_vae(kl_warmup_steps=10, beta=2.0)
+    loss0, terms0 = vae.compute_elbo(blobs[:8], step=0)
+    np.testing.assert_allclose(
+        to_numpy(loss0), to_numpy(terms0["reconstruction_loss"]), rtol=1e-6
+    )
+    vae = tiny_vae(kl_warmup_steps=10, beta=2.0)
+    loss5, terms5 = vae.compute_elbo(blobs[:8], step=5)
+    expected = to_numpy(terms5["reconstruction_loss"]) + 1.0 * to_numpy(terms5["kl_loss"])
+    np.testing.assert_allclose(to_numpy(loss5), expected, rtol=1e-5)
+
+
+def test_public_methods(blobs):
+    vae = compiled(tiny_vae())
+    vae.fit(blobs, epochs=1, batch_size=16, verbose=0)
+    z_mean, z_log_var = vae.encode(blobs[:3])
+    assert tuple(z_mean.shape) == (3, 4) and tuple(z_log_var.shape) == (3, 4)
+    reconstruction = to_numpy(vae.reconstruct(blobs[:3]))
+    np.testing.assert_array_equal(reconstruction, to_numpy(vae.reconstruct(blobs[:3])))
+    np.testing.assert_allclose(vae.predict(blobs[:3], verbose=0), reconstruction, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(vae.decode(z_mean)), reconstruction, atol=1e-6)
+    assert reconstruction.min() >= 0 and reconstruction.max() <= 1
+
+    np.testing.assert_array_equal(to_numpy(vae.sample(5, seed=3)), to_numpy(vae.sample(5, seed=3)))
+    assert not np.allclose(to_numpy(vae.sample(5, seed=3)), to_numpy(vae.sample(5, seed=4)))
+
+    frames = to_numpy(vae.interpolate(blobs[0], blobs[1], steps=5))
+    assert frames.shape == (5, 16, 16, 1)
+    np.testing.assert_allclose(frames[0], reconstruction[0], atol=1e-5)
+    np.testing.assert_allclose(frames[-1], reconstruction[1], atol=1e-5)
+    batch = to_numpy(vae.interpolate(blobs[:2], blobs[1:3], steps=3))
+    assert batch.shape == (2, 3, 16, 16, 1)
+    with pytest.raises(ValueError, match="steps"):
+        vae.interpolate(blobs[0], blobs[1], steps=1)
+
+
+def test_wrong_image_shape_is_a_clear_error(blobs):
+    vae = compiled(tiny_vae())
+    wrong = np.zeros((4, 28, 28, 1), "float32")
+    with pytest.raises(ValueError, match=r"shape \(batch, 16, 16, 1\).*image_shape=\(28, 28, 1\)"):
+        vae.reconstruct(wrong)
+    with pytest.raises(ValueError, match=r"\(batch, 16, 16, 1\)"):
+        vae.fit(wrong, epochs=1, verbose=0)
+
+
+def test_mismatched_networks_are_rejected():
+    encoder, _, _ = build_networks("basic", (16, 16, 1), 4)
+    _, other_latent, _ = build_networks("basic", (16, 16, 1), 5)
+    _, other_shape, _ = build_networks("basic", (16, 16, 3), 4)
+    with pytest.raises(ValueError, match="latent codes of shape"):
+        VAE(encoder, other_latent)
+    with pytest.raises(ValueError, match="images of the encoder's input shape"):
+        VAE(encoder, other_shape)
+    with pytest.raises(ValueError, match="keras.Model"):
+        VAE(encoder, "decoder")
+
+
+def test_save_and_load_round_trip(blobs, tmp_path):
+    vae = compiled(tiny_vae(likelihood="gaussian_learned", kl_warmup_steps=7, beta=0.5))
+    vae.fit(blobs, epochs=1, batch_size=16, verbose=0)
+    check_round_trip(vae, blobs, tmp_path)
+
+
+def test_save_and_load_round_trip_with_batch_norm(blobs, tmp_path, resnet_run):
+    check_round_trip(resnet_run[0], blobs, tmp_path)
+
+
+def check_round_trip(vae, blobs, tmp_path):
+    path = tmp_path / "vae.keras"
+    vae.save(path)
+    with zipfile.ZipFile(path) as archive:
+        compile_config = json.loads(archive.read("config.json"))["compile_config"]
+    # Saved as "auto", so a file from JAX does not switch on torch.compile.
+    assert compile_config["jit_compile"] == "auto"
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, VAE)
+    for attribute in ("likelihood", "beta", "kl_warmup_steps", "seed", "architecture", "image_shape"):
+        assert getattr(loaded, attribute) == getattr(vae, attribute)
+    np.testing.assert_array_equal(loaded.predict(blobs, verbose=0), vae.predict(blobs, verbose=0))
+    np.testing.assert_array_equal(
+        to_numpy(loaded.sample(4, seed=1)), to_numpy(vae.sample(4, seed=1))
+    )
+    # The optimizer state came back too, so training continues where it stopped.
+    assert int(to_numpy(loaded.optimizer.iterations)) == int(to_numpy(vae.optimizer.iterations))
+    history = loaded.fit(blobs, epochs=1, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+LOAD_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import keras, numpy as np
+    import keras_resvae  # registers the custom classes
+    model = keras.models.load_model(sys.argv[1])
+    images = np.load(sys.argv[2])
+    z_mean, _ = model.encode(images)
+    print(json.dumps({
+        "backend": keras.backend.backend(),
+        "predict": model.predict(images, verbose=0).tolist(),
+        "z_mean": keras.ops.convert_to_numpy(z_mean).tolist(),
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", BACKENDS)
+def test_a_keras_file_loads_with_the_same_outputs_on_every_backend(
+    blobs, tmp_path, target, resnet_run
+):
+    if target == keras.backend.backend():
+        pytest.skip("same backend: covered by test_save_and_load_round_trip")
+    vae, _ = resnet_run
+    model_path, images_path = tmp_path / "vae.keras", tmp_path / "images.npy"
+    vae.save(model_path)
+    np.save(images_path, blobs[:5])
+    env = {**os.environ, "KERAS_BACKEND": target, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(model_path), str(images_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outputs["backend"] == target
+    np.testing.assert_allclose(outputs["predict"], vae.predict(blobs[:5], verbose=0), atol=1e-5)
+    z_mean, _ = vae.encode(blobs[:5])
+    np.testing.assert_allclose(outputs["z_mean"], to_numpy(z_mean), atol=1e-5)
+
+
+def test_fit_on_a_tf_data_dataset(blobs):
+    tf = pytest.importorskip("tensorflow")
+    dataset = tf.data.Dataset.from_tensor_slices(blobs).batch(16, drop_remainder=True)
+    vae = compiled(tiny_vae())
+    history = vae.fit(dataset, epochs=2, verbose=0, validation_data=dataset.take(1))
+    assert np.isfinite(history.history["val_loss"][-1])
+
+
+def test_build_vae_sets_the_public_attributes():
+    vae = keras_resvae.build_vae("basic", (28, 28, 1), 2, seed=5)
+    assert vae.image_shape == (28, 28, 1) and vae.latent_dim == 2 and vae.seed == 5
+    assert [m.name for m in vae.metrics] == [
+        "loss", "reconstruction_loss", "kl_loss", "mse", "skipped_steps"
+    ]
+
+
+def test_helpers_make_learnable_images():
+    images = blob_images(3, shape=(8, 8, 2))
+    assert images.shape == (3, 8, 8, 2) and 0 <= images.min() and images.max() <= 1
