@@ -14,7 +14,7 @@ def build_vae(
     width=1.0,
     stem=None,
     upsampling=None,
-    likelihood="bernoulli",
+    likelihood="gaussian_learned",
     output_activation="sigmoid",
     beta=1.0,
     kl_warmup_steps=0,

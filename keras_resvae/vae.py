@@ -34,8 +34,10 @@ class VAE(keras.Model):
     Args:
         encoder: `keras.Model`, images `(H, W, C)` -> `[z_mean, z_log_var]`.
         decoder: `keras.Model`, `z` -> logits `(H, W, C)`.
-        likelihood: `"bernoulli"`, `"gaussian"` (fixed `sigma`) or
-            `"gaussian_learned"` (sigma-VAE). Default `"bernoulli"`.
+        likelihood: `"gaussian_learned"` (sigma-VAE, the default), `"gaussian"`
+            (fixed `sigma`) or `"bernoulli"`. The calibrated decoder of
+            sigma-VAE gave 4-7x lower test MSE than Bernoulli on the built-in
+            digits (see README).
         output_activation: `"sigmoid"` or `"tanh"`. Default `"sigmoid"`.
         beta: float >= 0, weight of the KL term. Default 1.
         kl_warmup_steps: int >= 0, steps of linear KL warm-up. Default 0 (none).
@@ -58,7 +60,7 @@ class VAE(keras.Model):
         self,
         encoder,
         decoder,
-        likelihood="bernoulli",
+        likelihood="gaussian_learned",
         output_activation="sigmoid",
         beta=1.0,
         kl_warmup_steps=0,

@@ -192,3 +192,25 @@ def test_keras_cv_resnet_backbone_trains_in_a_vae():
     history = vae.fit(images, epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
     assert tuple(to_numpy(vae.reconstruct(images[:2])).shape) == (2, 32, 32, 3)
+
+
+@pytest.mark.parametrize("use_batch_norm", [True, False], ids=["bn", "no_bn"])
+def test_resnet_decoder_passes_the_latent_signal_at_init(use_batch_norm):
+    # With Glorot init on the decoder's wide first dense layer and residual
+    # branches that start non-zero, the no-BN decoder's logits had std 0.009 at
+    # init and training stalled at the mean image.
+    _, decoder, _ = build_networks(
+        "resnet18", (28, 28, 1), 16, width=0.25, use_batch_norm=use_batch_norm
+    )
+    z = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
+    logits = to_numpy(decoder(z, training=False))
+    assert logits.std() > 0.1
+    assert logits.std(axis=0).mean() > 0.05  # and it depends on z
+
+
+def test_residual_branches_start_at_zero():
+    encoder, _, _ = build_networks("resnet18", (32, 32, 3), 4, width=0.125, use_batch_norm=False)
+    block_out = encoder.get_layer("stage1_block1_2_conv")
+    assert not np.any(to_numpy(block_out.kernel))
+    encoder, _, _ = build_networks("resnet50", (32, 32, 3), 4, width=0.125, use_batch_norm=True)
+    assert not np.any(to_numpy(encoder.get_layer("stage2_block1_3_bn").gamma))

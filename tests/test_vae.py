@@ -27,7 +27,7 @@ def compiled(vae, learning_rate=3e-3):
 @pytest.mark.parametrize(
     "arch, kwargs",
     [
-        ("basic", {}),
+        ("basic", dict(likelihood="bernoulli")),
         ("basic", dict(likelihood="gaussian", sigma=0.1)),
         ("basic", dict(likelihood="gaussian_learned")),
         ("resnet18", dict(use_batch_norm=False, skip=True)),

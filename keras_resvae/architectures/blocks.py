@@ -3,6 +3,11 @@
 Each `apply_*` helper takes a symbolic tensor and returns one, so networks are
 plain functional `keras.Model`s. `use_batch_norm=False` leaves no normalisation
 layer at all and gives the convolutions a bias instead.
+
+Every residual branch starts at zero, so each block starts as the identity
+(Goyal et al. 2017, "Accurate, Large Minibatch SGD"; Zhang et al. 2019, "Fixup
+Initialization"). Without batch norm this keeps the residual stream from
+growing with depth; a ResNet-18 VAE without it stalled at the mean image.
 """
 
 import keras
@@ -26,9 +31,14 @@ def apply_conv_norm_act(
     use_batch_norm=True,
     activation="relu",
     transpose=False,
+    zero_init=False,
     name=None,
 ):
-    """Conv (or transposed conv) -> optional BatchNorm -> optional activation."""
+    """Conv (or transposed conv) -> optional BatchNorm -> optional activation.
+
+    `zero_init=True` makes the output start at zero: batch norm's scale starts at
+    0, or without batch norm the convolution's kernel does.
+    """
     conv = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
     x = conv(
         filters,
@@ -36,11 +46,15 @@ def apply_conv_norm_act(
         strides=strides,
         padding="same",
         use_bias=not use_batch_norm,
+        kernel_initializer="zeros" if zero_init and not use_batch_norm else "he_normal",
         name=f"{name}_conv",
     )(x)
     if use_batch_norm:
         x = keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn"
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            gamma_initializer="zeros" if zero_init else "ones",
+            name=f"{name}_bn",
         )(x)
     if activation:
         x = keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
@@ -58,7 +72,9 @@ def apply_basic_block(x, filters, strides=1, use_batch_norm=True, name=None):
             x, filters, 1, strides, use_batch_norm, None, name=f"{name}_shortcut"
         )
     y = apply_conv_norm_act(x, filters, 3, strides, use_batch_norm, name=f"{name}_1")
-    y = apply_conv_norm_act(y, filters, 3, 1, use_batch_norm, None, name=f"{name}_2")
+    y = apply_conv_norm_act(
+        y, filters, 3, 1, use_batch_norm, None, zero_init=True, name=f"{name}_2"
+    )
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.Activation("relu", name=f"{name}_out")(y)
 
@@ -77,7 +93,7 @@ def apply_bottleneck_block(x, filters, strides=1, use_batch_norm=True, name=None
     y = apply_conv_norm_act(x, filters, 1, 1, use_batch_norm, name=f"{name}_1")
     y = apply_conv_norm_act(y, filters, 3, strides, use_batch_norm, name=f"{name}_2")
     y = apply_conv_norm_act(
-        y, out_filters, 1, 1, use_batch_norm, None, name=f"{name}_3"
+        y, out_filters, 1, 1, use_batch_norm, None, zero_init=True, name=f"{name}_3"
     )
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.Activation("relu", name=f"{name}_out")(y)

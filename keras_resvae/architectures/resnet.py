@@ -202,8 +202,12 @@ def build_resnet_decoder(
 
     z = keras.Input((latent_dim,), name="z")
     top_size, top_channels = stage_sizes[-1], expansion * filters[-1]
+    # He init: Glorot would scale this huge fan-out layer's output down to ~0.02.
     x = keras.layers.Dense(
-        math.prod(top_size) * top_channels, use_bias=not use_batch_norm, name="dense"
+        math.prod(top_size) * top_channels,
+        use_bias=not use_batch_norm,
+        kernel_initializer="he_normal",
+        name="dense",
     )(z)
     x = keras.layers.Reshape((*top_size, top_channels), name="reshape")(x)
     if use_batch_norm:

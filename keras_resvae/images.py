@@ -1,0 +1,52 @@
+"""Image grids and PNG files."""
+
+import os
+import tempfile
+
+import numpy as np
+
+
+def image_grid(images, columns=8, padding=2, pad_value=1.0):
+    """Tiles `(n, H, W, C)` images in [0, 1] into one `(rows*H', columns*W', C)` uint8 grid.
+
+    Example:
+    >>> grid = image_grid(vae.sample(64, seed=0), columns=8)
+    """
+    images = np.clip(np.asarray(images, dtype="float32"), 0.0, 1.0)
+    if images.ndim != 4:
+        raise ValueError(f"Expected images of shape (n, H, W, C). Received: {images.shape}")
+    n, height, width, channels = images.shape
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    cell_h, cell_w = height + padding, width + padding
+    grid = np.full(
+        (rows * cell_h + padding, columns * cell_w + padding, channels), pad_value, "float32"
+    )
+    for index, image in enumerate(images):
+        row, col = divmod(index, columns)
+        top, left = padding + row * cell_h, padding + col * cell_w
+        grid[top : top + height, left : left + width] = image
+    return np.round(grid * 255).astype("uint8")
+
+
+def save_png(path, image):
+    """Writes a uint8 `(H, W, C)` image (C = 1 or 3) as PNG, atomically.
+
+    The file appears complete or not at all: it is written to a temporary file in
+    the same folder and renamed.
+    """
+    import tensorflow as tf  # PNG encoding; kept out of the core's imports
+
+    data = tf.io.encode_png(np.asarray(image, dtype="uint8")).numpy()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path

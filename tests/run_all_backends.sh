@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the whole test suite once per Keras backend; fails if any backend fails.
+# Extra arguments go to pytest, e.g. `bash tests/run_all_backends.sh -x -k vae`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export TF_CPP_MIN_LOG_LEVEL=3
+status=0
+for backend in tensorflow jax torch; do
+    echo "=== KERAS_BACKEND=$backend"
+    KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "$@" tests || status=1
+done
+exit $status
