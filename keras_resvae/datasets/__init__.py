@@ -1,5 +1,17 @@
-"""Datasets as arrays and `tf.data` pipelines."""
+"""Datasets as batched float32 `tf.data` pipelines, usable by `fit` on every backend."""
 
+from keras_resvae.datasets.arrays import load_npz
 from keras_resvae.datasets.digits import load_digits
+from keras_resvae.datasets.loader import NAMED_DATASETS, load_dataset
+from keras_resvae.datasets.pipeline import DatasetSplits
+from keras_resvae.datasets.tfds_source import TFDS_DATASETS, DatasetUnavailableError
 
-__all__ = ["load_digits"]
+__all__ = [
+    "NAMED_DATASETS",
+    "TFDS_DATASETS",
+    "DatasetSplits",
+    "DatasetUnavailableError",
+    "load_dataset",
+    "load_digits",
+    "load_npz",
+]

@@ -1,0 +1,120 @@
+"""Turning image datasets into batched float32 `tf.data` pipelines for `fit`."""
+
+import dataclasses
+import math
+
+import keras
+
+# Datasets up to this many bytes of float32 pixels are cached in memory.
+CACHE_LIMIT_BYTES = 2 * 1024**3
+
+
+def import_tensorflow():
+    """Imports TensorFlow for data loading, keeping it off the GPU on other backends.
+
+    With the JAX or PyTorch backend, TensorFlow would otherwise reserve the GPU's
+    memory for tf.data.
+    """
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # already initialised: nothing more can be done
+            pass
+    return tf
+
+
+@dataclasses.dataclass
+class DatasetSplits:
+    """Batched train and test pipelines of float32 images, and what they hold.
+
+    Attributes:
+        train: `tf.data.Dataset` of image batches, shuffled, full batches only
+            (a ragged last batch would make JAX recompile).
+        test: `tf.data.Dataset` of image batches, in a fixed order.
+        image_shape: `(height, width, channels)`.
+        center: bool. Pixels are in [-1, 1] if True (pair with `output_activation=
+            "tanh"`), else in [0, 1].
+        name: the dataset's name or path.
+        num_train, num_test: numbers of images, or None where unknown.
+    """
+
+    train: object
+    test: object
+    image_shape: tuple
+    center: bool
+    name: str
+    num_train: int = None
+    num_test: int = None
+
+    @property
+    def output_activation(self):
+        """The output activation that matches the pixel range."""
+        return "tanh" if self.center else "sigmoid"
+
+
+def make_splits(
+    train,
+    test,
+    image_shape,
+    name,
+    *,
+    batch_size=128,
+    center=False,
+    num_train=None,
+    num_test=None,
+    seed=0,
+    limit=None,
+):
+    """Batches two datasets of uint8 or [0, 1] float images into `DatasetSplits`.
+
+    Args:
+        train, test: `tf.data.Dataset`s of single images `(H, W, C)`.
+        image_shape: their shape.
+        name: the dataset's name, for messages.
+        batch_size: int.
+        center: bool. Map pixels to [-1, 1].
+        num_train, num_test: sizes if known (for caching and checks).
+        seed: shuffle seed.
+        limit: int or None. Use at most this many training images.
+    """
+    tf = import_tensorflow()
+    if limit is not None:
+        train = train.take(limit)
+        num_train = limit if num_train is None else min(num_train, limit)
+    if num_train is not None and num_train < batch_size:
+        raise ValueError(
+            f"The dataset {name!r} has {num_train} training images, fewer than "
+            f"batch_size={batch_size}. Use a smaller --batch-size."
+        )
+
+    def to_float(image):
+        if image.dtype == tf.uint8:
+            image = tf.cast(image, tf.float32) / 255.0
+        image = tf.cast(image, tf.float32)
+        return image * 2.0 - 1.0 if center else image
+
+    def cache(dataset, count):
+        size = None if count is None else count * 4 * math.prod(image_shape)
+        return dataset.cache() if size is not None and size <= CACHE_LIMIT_BYTES else dataset
+
+    autotune = tf.data.AUTOTUNE
+    train = cache(train.map(to_float, num_parallel_calls=autotune), num_train)
+    shuffle_buffer = min(num_train or 10_000, 10_000)
+    train = (
+        train.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(autotune)
+    )
+    test = cache(test.map(to_float, num_parallel_calls=autotune), num_test)
+    test = test.batch(batch_size).prefetch(autotune)
+    return DatasetSplits(
+        train=train,
+        test=test,
+        image_shape=tuple(int(s) for s in image_shape),
+        center=bool(center),
+        name=name,
+        num_train=num_train,
+        num_test=num_test,
+    )

@@ -1,0 +1,155 @@
+"""Datasets: built-in digits, .npz files, image folders and tfds (mocked, no network)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from conftest import tiny_vae
+
+from keras_resvae.datasets import (
+    TFDS_DATASETS,
+    DatasetUnavailableError,
+    load_dataset,
+    load_digits,
+    load_npz,
+)
+from keras_resvae.datasets import tfds_source
+
+
+def first_batch(dataset):
+    return next(iter(dataset)).numpy()
+
+
+def test_digits_are_real_mnist_style_images():
+    (x_train, y_train), (x_test, y_test) = load_digits(with_labels=True)
+    assert x_train.shape == (1500, 28, 28, 1) and x_test.shape == (297, 28, 28, 1)
+    assert x_train.dtype == np.float32 and x_train.min() == 0 and x_train.max() <= 1
+    # The 20x20 digit box is centred: a 4-pixel empty border, as in MNIST.
+    assert x_train[:, :4].max() == 0 and x_train[:, -4:].max() == 0
+    assert set(y_train) == set(range(10)) and len(set(y_test)) == 10
+    again, _ = load_digits()
+    np.testing.assert_array_equal(again, x_train)  # the split is fixed
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_digits_pipeline(center):
+    data = load_dataset("digits", batch_size=64, center=center)
+    batch = first_batch(data.train)
+    assert batch.shape == (64, 28, 28, 1) and batch.dtype == np.float32
+    assert data.image_shape == (28, 28, 1) and data.num_train == 1500
+    low = -1.0 if center else 0.0
+    assert batch.min() == pytest.approx(low) and batch.max() <= 1.0
+    assert data.output_activation == ("tanh" if center else "sigmoid")
+    # Training batches are full; the test set keeps every image.
+    assert all(b.shape[0] == 64 for b in data.train)
+    assert sum(b.shape[0] for b in data.test) == 297
+
+
+def test_pipelines_train_with_fit():
+    data = load_dataset("digits", batch_size=32, limit=128)
+    vae = tiny_vae(image_shape=data.image_shape)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = vae.fit(data.train, validation_data=data.test.take(2), epochs=2, verbose=0)
+    assert np.isfinite(history.history["val_loss"][-1])
+
+
+def test_npz_with_train_and_test_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (40, 12, 10), dtype=np.uint8),
+             x_test=rng.integers(0, 256, (8, 12, 10), dtype=np.uint8))
+    x_train, x_test = load_npz(path)
+    assert x_train.shape == (40, 12, 10, 1) and x_test.shape == (8, 12, 10, 1)
+    assert 0 <= x_train.min() and x_train.max() <= 1
+    data = load_dataset(str(path), batch_size=16)
+    assert data.image_shape == (12, 10, 1) and first_batch(data.train).shape == (16, 12, 10, 1)
+
+
+def test_npz_with_one_array_is_split(tmp_path):
+    images = np.random.default_rng(0).uniform(size=(50, 9, 9, 3)).astype("float32")
+    path = tmp_path / "images.npz"
+    np.savez(path, images=images)
+    x_train, x_test = load_npz(path, test_fraction=0.2)
+    assert len(x_train) == 40 and len(x_test) == 10
+    joined = np.concatenate([x_train, x_test])
+    np.testing.assert_array_equal(np.sort(joined.ravel()), np.sort(images.ravel()))
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        (dict(x_train=np.full((4, 8, 8), 3.0)), r"floats in \[0, 1\].*divide by 255"),
+        (dict(x_train=np.zeros((4, 8))), "shape"),
+        (dict(a=np.zeros((4, 8, 8)), b=np.zeros((4, 8, 8))), "x_train"),
+        (dict(x_train=np.full((4, 8, 8), np.nan)), "NaN"),
+    ],
+    ids=["range", "shape", "ambiguous", "nan"],
+)
+def test_bad_npz_files_give_clear_errors(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=message):
+        load_dataset(str(path))
+
+
+def test_corrupt_npz_file(tmp_path):
+    path = tmp_path / "broken.npz"
+    path.write_bytes(b"this is not a zip archive")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        load_npz(path)
+
+
+def write_images(folder, count, size=(20, 16)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        if index % 2:
+            (folder / f"im{index}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+        else:
+            (folder / f"sub{index}.png").write_bytes(tf.io.encode_png(image).numpy())
+
+
+def test_image_folder(tmp_path):
+    write_images(tmp_path / "images" / "nested", 10)
+    data = load_dataset(str(tmp_path / "images"), batch_size=4, image_size=16, test_fraction=0.2)
+    batch = first_batch(data.train)
+    assert batch.shape == (4, 16, 16, 3) and 0 <= batch.min() and batch.max() <= 1
+    assert data.num_train == 8 and data.num_test == 2
+    grey = load_dataset(str(tmp_path / "images"), batch_size=4, image_size=8, channels=1)
+    assert first_batch(grey.train).shape == (4, 8, 8, 1)
+
+
+def test_bad_image_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        load_dataset(str(tmp_path / "empty"))
+    write_images(tmp_path / "mixed", 4)
+    (tmp_path / "mixed" / "broken.png").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match="not valid images.*broken.png"):
+        load_dataset(str(tmp_path / "mixed"))
+
+
+@pytest.mark.parametrize("name", sorted(TFDS_DATASETS))
+def test_named_tfds_datasets(name):
+    with tfds.testing.mock_data(num_examples=12):
+        data = load_dataset(name, batch_size=4)
+        batch = first_batch(data.train)
+    assert batch.shape == (4, *TFDS_DATASETS[name].image_shape)
+    assert batch.dtype == np.float32 and 0 <= batch.min() and batch.max() <= 1
+
+
+def test_missing_dataset_offline_fails_fast_and_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(tfds_source, "_can_reach_download_host", lambda timeout=3.0: False)
+    with pytest.raises(DatasetUnavailableError) as error:
+        load_dataset("cifar10", data_dir=str(tmp_path))
+    message = str(error.value)
+    assert "'cifar10'" in message and str(tmp_path) in message and "tfds build cifar10" in message
+
+
+def test_unknown_dataset_and_small_datasets():
+    with pytest.raises(ValueError, match=r"Unknown dataset 'cifar11'.*'digits'"):
+        load_dataset("cifar11")
+    with pytest.raises(ValueError, match="fewer than batch_size=64"):
+        load_dataset("digits", batch_size=64, limit=10)
