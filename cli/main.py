@@ -1,37 +1,300 @@
-"""`resvae`: train, inspect and use keras-resvae models from the shell."""
+"""`resvae`: train, inspect and use keras-resvae models from the shell.
+
+Keras is imported only inside the commands, after `--backend` has set
+KERAS_BACKEND: Keras reads it once, at import.
+"""
+
+import functools
+import json
+import os
+import sys
 
 import click
+
+BACKENDS = ("tensorflow", "jax", "torch")
+ARCHS = ("basic", "resnet18", "resnet50")  # checked against the registry in the tests
+LIKELIHOODS = ("gaussian_learned", "gaussian", "bernoulli")
+
+
+def _set_backend(ctx, param, value):
+    if value is None:
+        return None
+    os.environ["KERAS_BACKEND"] = value
+    import keras  # importing keras_resvae.cli has imported it already
+
+    if keras.backend.backend() != value:
+        # Keras reads KERAS_BACKEND once, at import: start again with it set.
+        if ctx.find_root().info_name == "resvae" and not os.environ.get("_RESVAE_REEXEC"):
+            os.environ["_RESVAE_REEXEC"] = "1"
+            sys.stdout.flush()
+            os.execv(sys.executable, [sys.executable, "-m", "keras_resvae.cli", *sys.argv[1:]])
+        raise click.BadParameter(
+            f"Keras is already running on {keras.backend.backend()!r} in this process; "
+            f"set KERAS_BACKEND={value} before starting it."
+        )
+    return value
+
+
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    callback=_set_backend,
+    is_eager=True,
+    expose_value=False,
+    help="Keras backend (default: $KERAS_BACKEND, else tensorflow).",
+)
+
+
+def user_errors(command):
+    """Turns the library's errors about bad input into one line and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from keras_resvae.datasets import DatasetUnavailableError
+
+        try:
+            return command(*args, **kwargs)
+        except (ValueError, FileNotFoundError, DatasetUnavailableError) as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="keras-resvae")
 def main():
     """Variational autoencoders with basic and ResNet networks (Keras 3)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@main.command()
+@click.option("--arch", type=click.Choice(ARCHS), default="basic", show_default=True)
+@click.option("--bn/--no-bn", "use_batch_norm", default=None,
+              help="Batch norm on/off. [default: off for basic, on for ResNets]")
+@click.option("--skip", is_flag=True, help="Skip connections from every encoder stage into the latent head.")
+@click.option("--latent-dim", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Multiplier on every filter count.")
+@click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default=None,
+              help="ResNet stem. [default: cifar up to 64 px, else imagenet]")
+@click.option("--upsampling", type=click.Choice(["nearest", "bilinear"]), default=None,
+              help="ResNet decoder upsampling. [default: nearest]")
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits (built in), mnist, fashion_mnist, cifar10, celeb_a, "
+                   "imagenet_resized/32x32, imagenet_resized/64x64, a .npz file or an image folder.")
+@click.option("--data-dir", default=None, help="tfds data directory prepared elsewhere.")
+@click.option("--center", is_flag=True, help="Pixels in [-1, 1] with a tanh output (the study's finding).")
+@click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True,
+              help="Image folders: resize to this square size.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many training images.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
+@click.option("--beta", type=click.FloatRange(min=0), default=1.0, show_default=True, help="KL weight.")
+@click.option("--kl-warmup", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Steps of linear KL warm-up.")
+@click.option("--likelihood", type=click.Choice(LIKELIHOODS), default="gaussian_learned", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@backend_option
+@click.option("--out", default="runs/latest", show_default=True, help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
+@user_errors
+def fit(out, resume, dry_run, **options):
+    """Train a VAE into a run directory.
+
+    \b
+    Examples:
+      resvae fit --arch resnet18 --no-bn --dataset cifar10
+      resvae fit --arch basic --epochs 5 --out runs/basic
+      resvae fit --out runs/basic --resume          # after an interruption
+    """
+    from keras_resvae.runs import fit_run
+
+    if resume:
+        # Only options given on the command line count as changes to the saved run.
+        ctx = click.get_current_context()
+        options = {
+            name: value for name, value in options.items()
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        }
+    config, metrics = fit_run(out, resume=resume, dry_run=dry_run, **options)
+    if dry_run:
+        click.echo(json.dumps(config, indent=2, sort_keys=True))
+        return
+    click.echo(f"\nRun directory: {out}")
+    for name in ("model.keras", "metrics.json", "history.csv", "reconstructions.png", "samples.png"):
+        click.echo(f"  {os.path.join(out, name)}")
+    click.echo(_format_metrics(metrics))
+
+
+def _format_metrics(metrics):
+    return "Test metrics: " + ", ".join(
+        f"{name}={value:.4g}" for name, value in metrics.items() if isinstance(value, float)
+    )
+
+
+@main.command()
+@click.argument("run_or_model")
+@click.option("--dataset", default=None, help="Dataset to evaluate on. [default: the run's]")
+@click.option("--data-dir", default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@backend_option
+@user_errors
+def evaluate(run_or_model, dataset, data_dir, batch_size):
+    """Print and save test-set metrics of a run or a .keras model.
+
+    \b
+    Example:
+      resvae evaluate runs/latest
+    """
+    from keras_resvae.runs import evaluate_model, load_data_for, load_run
+    from keras_resvae.callbacks import write_json_atomically
+
+    model, config = load_run(run_or_model)
+    config = _data_config(model, config, dataset, data_dir)
+    data = load_data_for(config, batch_size=batch_size)
+    metrics = evaluate_model(model, data)
+    metrics["dataset"] = config["dataset"]
+    folder = run_or_model if os.path.isdir(run_or_model) else os.path.dirname(run_or_model)
+    path = os.path.join(folder or ".", "evaluation.json")
+    write_json_atomically(path, metrics)
+    click.echo(_format_metrics(metrics))
+    click.echo(f"Saved {path}")
+
+
+def _data_config(model, config, dataset, data_dir):
+    """The dataset settings to use: the run's, overridden by the command line."""
+    if config is None:
+        if dataset is None:
+            raise ValueError("A bare .keras file needs --dataset.")
+        config = dict(batch_size=64, image_size=model.image_shape[0], seed=0, limit=None)
+    config = dict(config)
+    config["center"] = model.output_activation == "tanh"
+    config["limit"] = None
+    if dataset is not None:
+        config["dataset"] = dataset
+        config["data_dir"] = data_dir
+    elif data_dir is not None:
+        config["data_dir"] = data_dir
+    return config
+
+
+def _output_option(default):
+    return click.option("--out", "out_path", default=default, show_default=True, help="PNG file to write.")
+
+
+@main.command()
+@click.argument("run_or_model")
+@click.option("-n", "--num", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_output_option("samples.png")
+@backend_option
+@user_errors
+def sample(run_or_model, num, seed, out_path):
+    """Write a PNG grid of samples from the prior.
+
+    \b
+    Example:
+      resvae sample runs/latest -n 64 --out samples.png
+    """
+    from keras_resvae.callbacks import samples_grid
+    from keras_resvae.images import save_png
+    from keras_resvae.runs import load_run
+
+    model, _ = load_run(run_or_model)
+    save_png(out_path, samples_grid(model, n=num, seed=seed))
+    click.echo(f"Saved {num} samples to {out_path}")
+
+
+def _test_images(model, config, dataset, data_dir, count):
+    from keras_resvae.runs import load_data_for
+
+    data = load_data_for(_data_config(model, config, dataset, data_dir), batch_size=count)
+    return next(iter(data.test)).numpy()[:count]
+
+
+@main.command()
+@click.argument("run_or_model")
+@click.option("-n", "--num", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--dataset", default=None, help="[default: the run's]")
+@click.option("--data-dir", default=None)
+@_output_option("reconstructions.png")
+@backend_option
+@user_errors
+def reconstruct(run_or_model, num, dataset, data_dir, out_path):
+    """Write test images and their reconstructions (alternating rows) as a PNG.
+
+    \b
+    Example:
+      resvae reconstruct runs/latest -n 16
+    """
+    from keras_resvae.callbacks import reconstruction_grid
+    from keras_resvae.images import save_png
+    from keras_resvae.runs import load_run
+
+    model, config = load_run(run_or_model)
+    images = _test_images(model, config, dataset, data_dir, num)
+    save_png(out_path, reconstruction_grid(model, images))
+    click.echo(f"Saved {len(images)} reconstructions to {out_path}")
+
+
+@main.command()
+@click.argument("run_or_model")
+@click.option("--pairs", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True)
+@click.option("--dataset", default=None, help="[default: the run's]")
+@click.option("--data-dir", default=None)
+@_output_option("interpolations.png")
+@backend_option
+@user_errors
+def interpolate(run_or_model, pairs, steps, dataset, data_dir, out_path):
+    """Write latent interpolations between pairs of test images (one row per pair).
+
+    \b
+    Example:
+      resvae interpolate runs/latest --pairs 4 --steps 10
+    """
+    import keras
+
+    from keras_resvae.callbacks import to_unit_numpy
+    from keras_resvae.images import image_grid, save_png
+    from keras_resvae.runs import load_run
+
+    model, config = load_run(run_or_model)
+    images = _test_images(model, config, dataset, data_dir, 2 * pairs)
+    if len(images) < 2 * pairs:
+        raise ValueError(f"The test set has fewer than {2 * pairs} images.")
+    frames = model.interpolate(images[:pairs], images[pairs : 2 * pairs], steps=steps)
+    frames = keras.ops.reshape(frames, (-1, *model.image_shape))
+    save_png(out_path, image_grid(to_unit_numpy(frames, model.output_activation), columns=steps))
+    click.echo(f"Saved {pairs} interpolations of {steps} steps to {out_path}")
 
 
 @main.command()
 @click.option("--image-shape", default="32,32,3", show_default=True, help="H,W,C of the images.")
 @click.option("--latent-dim", default=128, show_default=True, type=click.IntRange(min=1))
+@backend_option
+@user_errors
 def archs(image_shape, latent_dim):
     """List the architectures with their parameter counts.
 
-    Example: resvae archs --image-shape 28,28,1 --latent-dim 32
+    \b
+    Example:
+      resvae archs --image-shape 28,28,1 --latent-dim 32
     """
     from keras_resvae.architectures.registry import ARCHITECTURES, build_networks
 
     try:
         shape = tuple(int(s) for s in image_shape.split(","))
-    except ValueError as error:
-        raise click.BadParameter(f"expected H,W,C integers, got {image_shape!r}") from error
+    except ValueError:
+        raise click.BadParameter(f"expected H,W,C integers, got {image_shape!r}") from None
     click.echo(f"{'arch':<10} {'bn':<4} {'encoder':>12} {'decoder':>12}  summary")
     for name, arch in ARCHITECTURES.items():
         for use_batch_norm in (True, False):
-            try:
-                encoder, decoder, _ = build_networks(
-                    name, shape, latent_dim, use_batch_norm=use_batch_norm
-                )
-            except ValueError as error:
-                raise click.ClickException(str(error)) from error
+            encoder, decoder, _ = build_networks(
+                name, shape, latent_dim, use_batch_norm=use_batch_norm
+            )
             click.echo(
                 f"{name:<10} {'on' if use_batch_norm else 'off':<4} "
                 f"{encoder.count_params():>12,} {decoder.count_params():>12,}  {arch.summary}"

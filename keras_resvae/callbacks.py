@@ -1,0 +1,133 @@
+"""Keras callbacks for run directories: atomic checkpoints and per-epoch image grids."""
+
+import json
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+from keras_resvae import losses
+from keras_resvae.images import image_grid, save_png
+
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+def write_json_atomically(path, data):
+    """Writes JSON to `path` through a temporary file and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(data, file, indent=2, sort_keys=True)
+            file.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def save_model_atomically(model, path):
+    """`model.save(path)`, but the file appears complete or not at all."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def latest_checkpoint(folder):
+    """The `(path, completed_epochs)` of the newest checkpoint in `folder`, or None."""
+    state_path = os.path.join(folder, CHECKPOINT_STATE)
+    if not os.path.exists(state_path):
+        return None
+    with open(state_path) as file:
+        state = json.load(file)
+    path = os.path.join(folder, state["file"])
+    if not os.path.exists(path):
+        raise ValueError(
+            f"{state_path} names {state['file']}, which is missing: the run directory "
+            "is damaged. Start a new run with a new --out."
+        )
+    return path, int(state["epoch"])
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model (weights, optimizer, RNG state) after every epoch.
+
+    Each checkpoint goes to a new file, written atomically; then a small state file
+    is atomically pointed at it, and the previous checkpoint is deleted. An
+    interruption at any moment leaves the state file naming a complete checkpoint.
+
+    Args:
+        folder: str. Where checkpoints and `checkpoint.json` live.
+    """
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        previous = latest_checkpoint(self.folder)
+        name = f"epoch{epoch + 1:04d}.keras"
+        save_model_atomically(self.model, os.path.join(self.folder, name))
+        write_json_atomically(
+            os.path.join(self.folder, CHECKPOINT_STATE), {"epoch": epoch + 1, "file": name}
+        )
+        if previous and os.path.basename(previous[0]) != name:
+            os.remove(previous[0])
+
+
+def to_unit_numpy(images, output_activation):
+    """Backend tensor or array in the model's range -> NumPy array in [0, 1]."""
+    return keras.ops.convert_to_numpy(losses.to_unit_interval(images, output_activation))
+
+
+def reconstruction_grid(vae, images, columns=8):
+    """Originals and their reconstructions in alternating rows, uint8."""
+    images = np.asarray(images)[: columns * 2]
+    reconstructions = to_unit_numpy(vae.reconstruct(images), vae.output_activation)
+    originals = to_unit_numpy(images, vae.output_activation)
+    rows = []
+    for start in range(0, len(images), columns):
+        rows += [originals[start : start + columns], reconstructions[start : start + columns]]
+    return image_grid(np.concatenate(rows), columns=columns)
+
+
+def samples_grid(vae, n=64, seed=0, columns=8):
+    """Decoded draws from the prior, uint8."""
+    return image_grid(to_unit_numpy(vae.sample(n, seed=seed), vae.output_activation), columns)
+
+
+class ImageGrids(keras.callbacks.Callback):
+    """Writes PNG grids of test reconstructions and prior samples after each epoch.
+
+    Files: `reconstructions_epochNNNN.png` (rows of originals, then their
+    reconstructions) and `samples_epochNNNN.png` (the same prior draws each epoch,
+    so epochs can be compared).
+    """
+
+    def __init__(self, folder, images, seed=0):
+        super().__init__()
+        self.folder = folder
+        self.images = np.asarray(images)
+        self.seed = seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        tag = f"epoch{epoch + 1:04d}"
+        save_png(
+            os.path.join(self.folder, f"reconstructions_{tag}.png"),
+            reconstruction_grid(self.model, self.images),
+        )
+        save_png(
+            os.path.join(self.folder, f"samples_{tag}.png"),
+            samples_grid(self.model, seed=self.seed),
+        )
