@@ -69,35 +69,81 @@ def main():
 
 @main.command()
 @click.option("--arch", type=click.Choice(ARCHS), default="basic", show_default=True)
-@click.option("--bn/--no-bn", "use_batch_norm", default=None,
-              help="Batch norm on/off. [default: off for basic, on for ResNets]")
-@click.option("--skip", is_flag=True, help="Skip connections from every encoder stage into the latent head.")
+@click.option(
+    "--bn/--no-bn",
+    "use_batch_norm",
+    default=None,
+    help="Batch norm on/off. [default: off for basic, on for ResNets]",
+)
+@click.option(
+    "--skip", is_flag=True, help="Skip connections from every encoder stage into the latent head."
+)
 @click.option("--latent-dim", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Multiplier on every filter count.")
-@click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default=None,
-              help="ResNet stem. [default: cifar up to 64 px, else imagenet]")
-@click.option("--upsampling", type=click.Choice(["nearest", "bilinear"]), default=None,
-              help="ResNet decoder upsampling. [default: nearest]")
-@click.option("--dataset", default="digits", show_default=True,
-              help="digits (built in), mnist, fashion_mnist, cifar10, celeb_a, "
-                   "imagenet_resized/32x32, imagenet_resized/64x64, a .npz file or an image folder.")
+@click.option(
+    "--width",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiplier on every filter count.",
+)
+@click.option(
+    "--stem",
+    type=click.Choice(["cifar", "imagenet"]),
+    default=None,
+    help="ResNet stem. [default: cifar up to 64 px, else imagenet]",
+)
+@click.option(
+    "--upsampling",
+    type=click.Choice(["nearest", "bilinear"]),
+    default=None,
+    help="ResNet decoder upsampling. [default: nearest]",
+)
+@click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    help="digits (built in), mnist, fashion_mnist, cifar10, celeb_a, "
+    "imagenet_resized/32x32, imagenet_resized/64x64, a .npz file or an image folder.",
+)
 @click.option("--data-dir", default=None, help="tfds data directory prepared elsewhere.")
-@click.option("--center", is_flag=True, help="Pixels in [-1, 1] with a tanh output (the study's finding).")
-@click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True,
-              help="Image folders: resize to this square size.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many training images.")
+@click.option(
+    "--center", is_flag=True, help="Pixels in [-1, 1] with a tanh output (the study's finding)."
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=8),
+    default=64,
+    show_default=True,
+    help="Image folders: resize to this square size.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use at most this many training images.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
-@click.option("--beta", type=click.FloatRange(min=0), default=1.0, show_default=True, help="KL weight.")
-@click.option("--kl-warmup", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Steps of linear KL warm-up.")
-@click.option("--likelihood", type=click.Choice(LIKELIHOODS), default="gaussian_learned", show_default=True)
+@click.option(
+    "--beta", type=click.FloatRange(min=0), default=1.0, show_default=True, help="KL weight."
+)
+@click.option(
+    "--kl-warmup",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Steps of linear KL warm-up.",
+)
+@click.option(
+    "--likelihood", type=click.Choice(LIKELIHOODS), default="gaussian_learned", show_default=True
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @backend_option
 @click.option("--out", default="runs/latest", show_default=True, help="Run directory.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
+@click.option(
+    "--resume", is_flag=True, help="Continue the run in --out from its last completed epoch."
+)
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
 @user_errors
 def fit(out, resume, dry_run, **options):
@@ -115,7 +161,8 @@ def fit(out, resume, dry_run, **options):
         # Only options given on the command line count as changes to the saved run.
         ctx = click.get_current_context()
         options = {
-            name: value for name, value in options.items()
+            name: value
+            for name, value in options.items()
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
         }
     config, metrics = fit_run(out, resume=resume, dry_run=dry_run, **options)
@@ -123,7 +170,13 @@ def fit(out, resume, dry_run, **options):
         click.echo(json.dumps(config, indent=2, sort_keys=True))
         return
     click.echo(f"\nRun directory: {out}")
-    for name in ("model.keras", "metrics.json", "history.csv", "reconstructions.png", "samples.png"):
+    for name in (
+        "model.keras",
+        "metrics.json",
+        "history.csv",
+        "reconstructions.png",
+        "samples.png",
+    ):
         click.echo(f"  {os.path.join(out, name)}")
     click.echo(_format_metrics(metrics))
 
@@ -148,8 +201,8 @@ def evaluate(run_or_model, dataset, data_dir, batch_size):
     Example:
       resvae evaluate runs/latest
     """
-    from keras_resvae.runs import evaluate_model, load_data_for, load_run
     from keras_resvae.callbacks import write_json_atomically
+    from keras_resvae.runs import evaluate_model, load_data_for, load_run
 
     model, config = load_run(run_or_model)
     config = _data_config(model, config, dataset, data_dir)
@@ -181,7 +234,9 @@ def _data_config(model, config, dataset, data_dir):
 
 
 def _output_option(default):
-    return click.option("--out", "out_path", default=default, show_default=True, help="PNG file to write.")
+    return click.option(
+        "--out", "out_path", default=default, show_default=True, help="PNG file to write."
+    )
 
 
 @main.command()

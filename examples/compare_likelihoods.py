@@ -55,8 +55,10 @@ def main():
                 f"{likelihood} | {test['mse']:.4f} | {test['kl_loss']:.1f} | {seconds:.0f} |"
             )
             print(rows[-1], flush=True)
-    print(f"\n{args.epochs} epochs, batch {args.batch_size}, latent {args.latent_dim}, "
-          f"ResNet width {args.width}, backend {keras.backend.backend()}\n")
+    print(
+        f"\n{args.epochs} epochs, batch {args.batch_size}, latent {args.latent_dim}, "
+        f"ResNet width {args.width}, backend {keras.backend.backend()}\n"
+    )
     print("| arch | BN | lr | likelihood | test MSE | test KL (nats) | train s |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))

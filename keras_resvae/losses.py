@@ -36,8 +36,7 @@ def check_likelihood(likelihood):
     """Raises a `ValueError` unless `likelihood` is supported."""
     if likelihood not in LIKELIHOODS:
         raise ValueError(
-            f"`likelihood` must be one of {list(LIKELIHOODS)}. "
-            f"Received: likelihood={likelihood!r}"
+            f"`likelihood` must be one of {list(LIKELIHOODS)}. Received: likelihood={likelihood!r}"
         )
 
 
@@ -107,9 +106,7 @@ def kl_divergence(z_mean, z_log_var):
     """
     z_mean = ops.cast(z_mean, "float32")
     z_log_var = ops.cast(z_log_var, "float32")
-    return 0.5 * ops.sum(
-        ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var, axis=-1
-    )
+    return 0.5 * ops.sum(ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
 
 
 def kl_per_dimension(z_mean, z_log_var):
@@ -148,9 +145,7 @@ def _gaussian_nll_with_log_sigma(images, logits, output_activation, log_sigma):
     squared_error = _sum_per_example(ops.square(targets - mean))
     dims = _num_dims(targets)
     inv_var = ops.exp(-2.0 * log_sigma)
-    return 0.5 * squared_error * inv_var + dims * (
-        log_sigma + 0.5 * math.log(2.0 * math.pi)
-    )
+    return 0.5 * squared_error * inv_var + dims * (log_sigma + 0.5 * math.log(2.0 * math.pi))
 
 
 def gaussian_nll(images, logits, output_activation="sigmoid", sigma=0.1):
@@ -171,9 +166,7 @@ def gaussian_nll(images, logits, output_activation="sigmoid", sigma=0.1):
     """
     if not sigma > 0:
         raise ValueError(f"`sigma` must be positive. Received: sigma={sigma!r}")
-    return _gaussian_nll_with_log_sigma(
-        images, logits, output_activation, math.log(float(sigma))
-    )
+    return _gaussian_nll_with_log_sigma(images, logits, output_activation, math.log(float(sigma)))
 
 
 def optimal_log_sigma(images, logits, output_activation="sigmoid", min_log_sigma=-6.0):
@@ -216,9 +209,7 @@ def gaussian_learned_nll(images, logits, output_activation="sigmoid", min_log_si
     return _gaussian_nll_with_log_sigma(images, logits, output_activation, log_sigma)
 
 
-def reconstruction_nll(
-    likelihood, images, logits, output_activation="sigmoid", sigma=0.1
-):
+def reconstruction_nll(likelihood, images, logits, output_activation="sigmoid", sigma=0.1):
     """Dispatches to the named likelihood; returns `(batch,)` nats per image.
 
     Example:

@@ -47,9 +47,7 @@ class Sampling(keras.layers.Layer):
         z_mean = ops.cast(z_mean, "float32")
         if deterministic:
             return z_mean
-        epsilon = keras.random.normal(
-            ops.shape(z_mean), dtype="float32", seed=self.seed_generator
-        )
+        epsilon = keras.random.normal(ops.shape(z_mean), dtype="float32", seed=self.seed_generator)
         return z_mean + ops.exp(0.5 * clip_log_var(z_log_var)) * epsilon
 
     def compute_output_shape(self, input_shape):

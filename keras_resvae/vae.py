@@ -281,9 +281,7 @@ def _check_networks(encoder, decoder):
     """Checks that encoder and decoder fit together; returns (image_shape, latent_dim)."""
     for name, network in (("encoder", encoder), ("decoder", decoder)):
         if not isinstance(network, keras.Model):
-            raise ValueError(
-                f"`{name}` must be a keras.Model. Received: {type(network).__name__}"
-            )
+            raise ValueError(f"`{name}` must be a keras.Model. Received: {type(network).__name__}")
     image_shape = tuple(encoder.input_shape[1:])
     encoder_outputs = encoder.output_shape
     if not (

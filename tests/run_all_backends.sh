@@ -5,6 +5,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=3
 status=0
+echo "=== ruff (lint and format)"
+ruff check . && ruff format --check . || status=1
 for backend in tensorflow jax torch; do
     echo "=== KERAS_BACKEND=$backend"
     KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "$@" tests || status=1

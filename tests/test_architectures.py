@@ -34,12 +34,19 @@ def test_basic_is_the_studys_model():
         (64, (3, 3), (2, 2), "same"),
     ]
     kinds = [type(layer).__name__ for layer in encoder.layers]
-    assert kinds == ["InputLayer", "Conv2D", "Activation", "Conv2D", "Activation", "Flatten",
-                     "LatentHead"]
+    assert kinds == [
+        "InputLayer",
+        "Conv2D",
+        "Activation",
+        "Conv2D",
+        "Activation",
+        "Flatten",
+        "LatentHead",
+    ]
     assert encoder.get_layer("latent_head").dense.units == 4
 
     decoder = build_basic_decoder((28, 28, 1), latent_dim=2)
-    deconvs = [l for l in decoder.layers if isinstance(l, keras.layers.Conv2DTranspose)]
+    deconvs = [layer for layer in decoder.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
     assert [(d.filters, d.kernel_size, d.strides) for d in deconvs] == [
         (64, (3, 3), (2, 2)),
         (32, (3, 3), (2, 2)),
@@ -47,12 +54,16 @@ def test_basic_is_the_studys_model():
     ]
     assert isinstance(decoder.layers[1], keras.layers.Dense)
     assert decoder.output_shape == (None, 28, 28, 1)
-    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in all_layers(decoder))
+    norms = [x for x in all_layers(decoder) if isinstance(x, keras.layers.BatchNormalization)]
+    assert norms == []
 
 
 @pytest.mark.parametrize(
     "block_type, stage_blocks, expected",
-    [("basic", (2, 2, 2, 2), RESNET18_TRUNK_PARAMS), ("bottleneck", (3, 4, 6, 3), RESNET50_TRUNK_PARAMS)],
+    [
+        ("basic", (2, 2, 2, 2), RESNET18_TRUNK_PARAMS),
+        ("bottleneck", (3, 4, 6, 3), RESNET50_TRUNK_PARAMS),
+    ],
 )
 def test_resnet_trunks_have_the_standard_parameter_counts(block_type, stage_blocks, expected):
     trunk = build_resnet_trunk((224, 224, 3), block_type, stage_blocks, stem="imagenet")
@@ -84,13 +95,12 @@ def test_no_bn_leaves_no_normalisation_layer(arch):
     encoder, decoder, _ = build_networks(arch, (32, 32, 3), 4, use_batch_norm=False, width=0.125)
     for network in (encoder, decoder):
         normalisers = [
-            layer.name for layer in all_layers(network)
-            if "Normalization" in type(layer).__name__
+            layer.name for layer in all_layers(network) if "Normalization" in type(layer).__name__
         ]
         assert normalisers == []
     encoder, decoder, _ = build_networks(arch, (32, 32, 3), 4, use_batch_norm=True, width=0.125)
-    assert any(isinstance(l, keras.layers.BatchNormalization) for l in all_layers(encoder))
-    assert any(isinstance(l, keras.layers.BatchNormalization) for l in all_layers(decoder))
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in all_layers(encoder))
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in all_layers(decoder))
 
 
 SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3), (9, 13, 2)]
@@ -107,8 +117,9 @@ def test_output_has_exactly_the_input_shape(arch, image_shape):
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_imagenet_stem_handles_odd_sizes(arch):
-    vae = keras_resvae.build_vae(arch, (37, 45, 3), 3, width=0.0625, stem="imagenet",
-                                 upsampling="bilinear")
+    vae = keras_resvae.build_vae(
+        arch, (37, 45, 3), 3, width=0.0625, stem="imagenet", upsampling="bilinear"
+    )
     assert tuple(vae.decode(np.zeros((1, 3), "float32")).shape) == (1, 37, 45, 3)
 
 
@@ -117,9 +128,9 @@ def test_skip_joins_every_stage_inside_the_encoder_only(arch):
     plain, decoder_plain, _ = build_networks(arch, (32, 32, 3), 4, width=0.125)
     skip, decoder_skip, _ = build_networks(arch, (32, 32, 3), 4, width=0.125, skip=True)
     stages = 2 if arch == "basic" else 4
-    skip_pools = [l for l in skip.layers if l.name.startswith("skip") and "pool" in l.name]
+    skip_pools = [x for x in skip.layers if x.name.startswith("skip") and "pool" in x.name]
     assert len(skip_pools) == stages - 1
-    assert not any(l.name.startswith("skip") for l in plain.layers)
+    assert not any(layer.name.startswith("skip") for layer in plain.layers)
     # The decoder takes only z: nothing goes around the latent code.
     assert decoder_skip.input_shape == (None, 4)
     assert decoder_skip.count_params() == decoder_plain.count_params()
@@ -153,8 +164,14 @@ def test_bad_arguments_give_clear_errors(kwargs, message):
 def test_resolved_config_records_defaults():
     vae = keras_resvae.build_vae("resnet18", (32, 32, 3), 4, width=0.125)
     assert vae.architecture == dict(
-        arch="resnet18", image_shape=[32, 32, 3], latent_dim=4, use_batch_norm=True,
-        skip=False, width=0.125, stem="cifar", upsampling="nearest",
+        arch="resnet18",
+        image_shape=[32, 32, 3],
+        latent_dim=4,
+        use_batch_norm=True,
+        skip=False,
+        width=0.125,
+        stem="cifar",
+        upsampling="nearest",
     )
     assert keras_resvae.build_vae("basic", (28, 28, 1), 2).architecture["use_batch_norm"] is False
     big = keras_resvae.build_vae("resnet18", (96, 96, 3), 4, width=0.0625)
@@ -170,7 +187,9 @@ def test_any_backbone_gets_our_latent_head():
     z_mean, z_log_var = encoder(np.zeros((3, 16, 16, 3), "float32"))
     assert tuple(z_mean.shape) == (3, 5) and tuple(z_log_var.shape) == (3, 5)
     with pytest.raises(ValueError, match="feature maps"):
-        encoder_from_backbone(keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten()]), 5)
+        encoder_from_backbone(
+            keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten()]), 5
+        )
 
 
 def test_keras_cv_resnet_backbone_trains_in_a_vae():

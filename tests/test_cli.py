@@ -11,14 +11,26 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from keras_resvae.architectures import ARCHITECTURES
 from keras_resvae.cli import main as cli_module
 from keras_resvae.cli.main import main
+
+from keras_resvae.architectures import ARCHITECTURES
 from keras_resvae.datasets import tfds_source
 
-TINY = ["--arch", "basic", "--width", "0.125", "--latent-dim", "4", "--limit", "128",
-        "--batch-size", "32", "--lr", "1e-3"]
+TINY = [
+    "--arch",
+    "basic",
+    "--width",
+    "0.125",
+    "--latent-dim",
+    "4",
+    "--limit",
+    "128",
+    "--batch-size",
+    "32",
+    "--lr",
+    "1e-3",
+]
 
 
 def run(*args, expect=0):
@@ -54,8 +66,12 @@ def test_fit_writes_a_complete_run_directory(trained_run):
         assert np.isfinite(metrics[name])
     assert metrics["num_images"] == 297
     assert history_epochs(out) == [0, 1]
-    for name in ("reconstructions.png", "samples.png", "images/samples_epoch0002.png",
-                 "images/reconstructions_epoch0001.png"):
+    for name in (
+        "reconstructions.png",
+        "samples.png",
+        "images/samples_epoch0002.png",
+        "images/reconstructions_epoch0001.png",
+    ):
         assert (out / name).read_bytes().startswith(b"\x89PNG"), name
     assert json.loads((out / "checkpoints" / "checkpoint.json").read_text())["epoch"] == 2
     assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint.json", "epoch0002.keras"]
@@ -165,14 +181,22 @@ def test_a_killed_run_resumes_in_a_new_process(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "3"}
     args = ["fit", *TINY, "--epochs", "3", "--out", str(out)]
-    killed = subprocess.run([sys.executable, "-c", KILLED_FIT, *args], env=env,
-                            capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_FIT, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (out / "model.keras").exists()
     assert json.loads((out / "checkpoints" / "checkpoint.json").read_text())["epoch"] == 1
     resumed = subprocess.run(
         ["resvae", "fit", "--out", str(out), "--resume", "--backend", keras.backend.backend()],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert history_epochs(out) == [0, 1, 2]

@@ -13,8 +13,8 @@ from keras_resvae.datasets import (
     load_dataset,
     load_digits,
     load_npz,
+    tfds_source,
 )
-from keras_resvae.datasets import tfds_source
 
 
 def first_batch(dataset):
@@ -57,8 +57,11 @@ def test_pipelines_train_with_fit():
 def test_npz_with_train_and_test_arrays(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "data.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (40, 12, 10), dtype=np.uint8),
-             x_test=rng.integers(0, 256, (8, 12, 10), dtype=np.uint8))
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (40, 12, 10), dtype=np.uint8),
+        x_test=rng.integers(0, 256, (8, 12, 10), dtype=np.uint8),
+    )
     x_train, x_test = load_npz(path)
     assert x_train.shape == (40, 12, 10, 1) and x_test.shape == (8, 12, 10, 1)
     assert 0 <= x_train.min() and x_train.max() <= 1

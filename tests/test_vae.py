@@ -45,8 +45,15 @@ def test_fit_lowers_the_loss(blobs, arch, kwargs):
     assert after["loss"] < before["loss"]
     assert after["mse"] < before["mse"]
     assert set(history.history) >= {
-        "loss", "reconstruction_loss", "kl_loss", "mse", "skipped_steps",
-        "val_loss", "val_reconstruction_loss", "val_kl_loss", "val_mse",
+        "loss",
+        "reconstruction_loss",
+        "kl_loss",
+        "mse",
+        "skipped_steps",
+        "val_loss",
+        "val_reconstruction_loss",
+        "val_kl_loss",
+        "val_mse",
     }
     assert history.history["skipped_steps"] == [0.0] * 6
 
@@ -101,9 +108,7 @@ def test_non_finite_batches_are_skipped_without_touching_the_weights(blobs, resn
 def test_kl_warmup_weights_the_kl_term(blobs):
     vae = tiny_vae(kl_warmup_steps=10, beta=2.0)
     loss0, terms0 = vae.compute_elbo(blobs[:8], step=0)
-    np.testing.assert_allclose(
-        to_numpy(loss0), to_numpy(terms0["reconstruction_loss"]), rtol=1e-6
-    )
+    np.testing.assert_allclose(to_numpy(loss0), to_numpy(terms0["reconstruction_loss"]), rtol=1e-6)
     vae = tiny_vae(kl_warmup_steps=10, beta=2.0)
     loss5, terms5 = vae.compute_elbo(blobs[:8], step=5)
     expected = to_numpy(terms5["reconstruction_loss"]) + 1.0 * to_numpy(terms5["kl_loss"])
@@ -174,7 +179,14 @@ def check_round_trip(vae, blobs, tmp_path):
     assert compile_config["jit_compile"] == "auto"
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, VAE)
-    for attribute in ("likelihood", "beta", "kl_warmup_steps", "seed", "architecture", "image_shape"):
+    for attribute in (
+        "likelihood",
+        "beta",
+        "kl_warmup_steps",
+        "seed",
+        "architecture",
+        "image_shape",
+    ):
         assert getattr(loaded, attribute) == getattr(vae, attribute)
     np.testing.assert_array_equal(loaded.predict(blobs, verbose=0), vae.predict(blobs, verbose=0))
     np.testing.assert_array_equal(
@@ -217,7 +229,10 @@ def test_a_keras_file_loads_with_the_same_outputs_on_every_backend(
     env = {**os.environ, "KERAS_BACKEND": target, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
         [sys.executable, "-c", LOAD_SCRIPT, str(model_path), str(images_path)],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
@@ -239,7 +254,11 @@ def test_build_vae_sets_the_public_attributes():
     vae = keras_resvae.build_vae("basic", (28, 28, 1), 2, seed=5)
     assert vae.image_shape == (28, 28, 1) and vae.latent_dim == 2 and vae.seed == 5
     assert [m.name for m in vae.metrics] == [
-        "loss", "reconstruction_loss", "kl_loss", "mse", "skipped_steps"
+        "loss",
+        "reconstruction_loss",
+        "kl_loss",
+        "mse",
+        "skipped_steps",
     ]
 
 

@@ -15,9 +15,7 @@ from keras_resvae.architectures.heads import apply_latent_head
 ENCODER_FILTERS = (32, 64)
 
 
-def build_basic_encoder(
-    image_shape, latent_dim, use_batch_norm=False, skip=False, width=1.0
-):
+def build_basic_encoder(image_shape, latent_dim, use_batch_norm=False, skip=False, width=1.0):
     """The study's basic encoder.
 
     Conv2D(32, 3x3, stride 2, same, ReLU) -> Conv2D(64, 3x3, stride 2, same, ReLU)
@@ -66,9 +64,7 @@ def build_basic_decoder(image_shape, latent_dim, use_batch_norm=False, width=1.0
     )
     top_filters = scaled_filters(ENCODER_FILTERS[-1], width)
     z = keras.Input((latent_dim,), name="z")
-    x = keras.layers.Dense(
-        math.prod(grid) * top_filters, activation="relu", name="dense"
-    )(z)
+    x = keras.layers.Dense(math.prod(grid) * top_filters, activation="relu", name="dense")(z)
     x = keras.layers.Reshape((*grid, top_filters), name="reshape")(x)
     for index, filters in enumerate(reversed(ENCODER_FILTERS), start=1):
         x = apply_conv_norm_act(

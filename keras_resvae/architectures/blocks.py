@@ -131,9 +131,7 @@ def apply_crop_to(x, target_hw, name=None):
     extra_h = x.shape[1] - target_hw[0]
     extra_w = x.shape[2] - target_hw[1]
     if extra_h < 0 or extra_w < 0:
-        raise ValueError(
-            f"Cannot crop a {x.shape[1]}x{x.shape[2]} feature map to {target_hw}."
-        )
+        raise ValueError(f"Cannot crop a {x.shape[1]}x{x.shape[2]} feature map to {target_hw}.")
     if extra_h or extra_w:
         x = keras.layers.Cropping2D(((0, extra_h), (0, extra_w)), name=f"{name}_crop")(x)
     return x

@@ -58,9 +58,7 @@ def apply_latent_head(features, latent_dim, flatten_last=False):
     else:
         pooled = [keras.layers.GlobalAveragePooling2D(name="pool")(last)]
     for index, feature in enumerate(earlier, start=1):
-        pooled.append(
-            keras.layers.GlobalAveragePooling2D(name=f"skip{index}_pool")(feature)
-        )
+        pooled.append(keras.layers.GlobalAveragePooling2D(name=f"skip{index}_pool")(feature))
     joined = pooled[0]
     if len(pooled) > 1:
         joined = keras.layers.Concatenate(name="skip_concat")(pooled[1:] + pooled[:1])
@@ -109,8 +107,11 @@ def encoder_from_backbone(backbone, latent_dim, name="encoder"):
 
 def check_latent_dim(latent_dim):
     """Raises a `ValueError` unless `latent_dim` is a positive integer."""
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, numbers.Integral) or latent_dim < 1:
+    if (
+        isinstance(latent_dim, bool)
+        or not isinstance(latent_dim, numbers.Integral)
+        or latent_dim < 1
+    ):
         raise ValueError(
             f"`latent_dim` must be a positive integer. Received: latent_dim={latent_dim!r}"
         )
-

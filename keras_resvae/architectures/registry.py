@@ -7,7 +7,7 @@ takes. The CLI's choices and `build_vae` both come from here.
 import dataclasses
 import functools
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 from keras_resvae.architectures.basic import build_basic_decoder, build_basic_encoder
 from keras_resvae.architectures.heads import check_latent_dim
@@ -79,7 +79,10 @@ ARCHITECTURES = {
             default_use_batch_norm=False,
         ),
         _resnet(
-            "resnet18", "basic", (2, 2, 2, 2), "ResNet-18 encoder (basic blocks 2-2-2-2), mirrored decoder"
+            "resnet18",
+            "basic",
+            (2, 2, 2, 2),
+            "ResNet-18 encoder (basic blocks 2-2-2-2), mirrored decoder",
         ),
         _resnet(
             "resnet50",
@@ -98,9 +101,7 @@ def get_architecture(name):
     >>> get_architecture("resnet18").default_use_batch_norm  # True
     """
     if name not in ARCHITECTURES:
-        raise ValueError(
-            f"`arch` must be one of {sorted(ARCHITECTURES)}. Received: arch={name!r}"
-        )
+        raise ValueError(f"`arch` must be one of {sorted(ARCHITECTURES)}. Received: arch={name!r}")
     return ARCHITECTURES[name]
 
 

@@ -39,16 +39,13 @@ def check_upsampling(upsampling):
     """Raises a `ValueError` unless `upsampling` is a known interpolation."""
     if upsampling not in UPSAMPLING:
         raise ValueError(
-            f"`upsampling` must be one of {list(UPSAMPLING)}. "
-            f"Received: upsampling={upsampling!r}"
+            f"`upsampling` must be one of {list(UPSAMPLING)}. Received: upsampling={upsampling!r}"
         )
 
 
 def _check_block_type(block_type):
     if block_type not in BLOCKS:
-        raise ValueError(
-            f"`block_type` must be one of {list(BLOCKS)}. Received: {block_type!r}"
-        )
+        raise ValueError(f"`block_type` must be one of {list(BLOCKS)}. Received: {block_type!r}")
 
 
 def _halve(hw):
@@ -128,9 +125,7 @@ def build_resnet_trunk(
     >>> trunk.count_params()  # 11,186,112: the standard ResNet-18
     """
     images = keras.Input(image_shape, name="images")
-    features = apply_resnet_stages(
-        images, block_type, stage_blocks, use_batch_norm, width, stem
-    )
+    features = apply_resnet_stages(images, block_type, stage_blocks, use_batch_norm, width, stem)
     return keras.Model(images, features[-1], name=name)
 
 
@@ -161,9 +156,7 @@ def build_resnet_encoder(
     >>> encoder = build_resnet_encoder((32, 32, 3), 128, "basic", (2, 2, 2, 2))
     """
     images = keras.Input(image_shape, name="images")
-    features = apply_resnet_stages(
-        images, block_type, stage_blocks, use_batch_norm, width, stem
-    )
+    features = apply_resnet_stages(images, block_type, stage_blocks, use_batch_norm, width, stem)
     if not skip:
         features = features[-1:]
     return keras.Model(images, apply_latent_head(features, latent_dim), name="encoder")
@@ -183,9 +176,9 @@ def build_resnet_decoder(
 
     Dense -> reshape to the last stage's size -> stages in reverse order, with
     interpolation upsampling (to the matching encoder stage's exact size) and a
-    convolution between stages (3x3; 1x1 for bottleneck stages) -> the stem undone (upsampling + convolution
-    for the ImageNet stem) -> a 3x3 convolution to the image's channels. The VAE
-    applies the output activation to these logits.
+    convolution between stages (3x3; 1x1 for bottleneck stages) -> the stem
+    undone (upsampling + convolution for the ImageNet stem) -> a 3x3 convolution
+    to the image's channels. The VAE applies the output activation to these logits.
 
     Example:
     >>> decoder = build_resnet_decoder((32, 32, 3), 128, "basic", (2, 2, 2, 2))
@@ -221,7 +214,11 @@ def build_resnet_decoder(
         if stage < len(STAGE_FILTERS) - 1:
             x = apply_upsample_to(x, stage_sizes[stage], upsampling, name=f"{name}_up")
             x = apply_conv_norm_act(
-                x, expansion * filters[stage], transition_kernel, 1, use_batch_norm,
+                x,
+                expansion * filters[stage],
+                transition_kernel,
+                1,
+                use_batch_norm,
                 name=f"{name}_up",
             )
         for block in range(1, stage_blocks[stage] + 1):

@@ -13,9 +13,7 @@ _MAGIC = {b"\x89PNG": "png", b"\xff\xd8": "jpeg", b"BM": "bmp", b"GIF8": "gif"}
 def split_indices(count, test_fraction, seed=0):
     """A fixed random split of `range(count)` into (train, test) index arrays."""
     if not 0 < test_fraction < 1:
-        raise ValueError(
-            f"`test_fraction` must be between 0 and 1. Received: {test_fraction!r}"
-        )
+        raise ValueError(f"`test_fraction` must be between 0 and 1. Received: {test_fraction!r}")
     order = np.random.RandomState(seed).permutation(count)
     num_test = max(1, int(round(count * test_fraction)))
     return order[num_test:], order[:num_test]
@@ -39,9 +37,7 @@ def standardize_images(images, source):
         return images.astype("float32") / 255.0
     if images.dtype == bool:
         return images.astype("float32")
-    if not np.issubdtype(images.dtype, np.floating) and not np.issubdtype(
-        images.dtype, np.integer
-    ):
+    if not np.issubdtype(images.dtype, np.floating) and not np.issubdtype(images.dtype, np.integer):
         raise ValueError(f"{source}: expected numeric pixels. Received dtype {images.dtype}.")
     images = images.astype("float32")
     if not np.all(np.isfinite(images)):
@@ -150,6 +146,10 @@ def image_folder_datasets(folder, image_size=64, channels=3, test_fraction=0.1, 
         )
 
     shape = (image_size, image_size, channels)
-    return dataset(files[train_index]), dataset(files[test_index]), shape, len(
-        train_index
-    ), len(test_index)
+    return (
+        dataset(files[train_index]),
+        dataset(files[test_index]),
+        shape,
+        len(train_index),
+        len(test_index),
+    )

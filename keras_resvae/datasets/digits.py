@@ -46,8 +46,7 @@ def load_digits(with_labels=False):
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as error:  # pragma: no cover - scikit-learn is a dependency
         raise ImportError(
-            "The built-in `digits` dataset ships inside scikit-learn: "
-            "`pip install scikit-learn`."
+            "The built-in `digits` dataset ships inside scikit-learn: `pip install scikit-learn`."
         ) from error
     bunch = sklearn_digits()
     small = bunch.images.astype("float64") / 16.0

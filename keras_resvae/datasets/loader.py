@@ -67,9 +67,7 @@ def load_dataset(
         parts = image_folder_datasets(dataset, image_size, channels, test_fraction, seed)
     elif os.path.isfile(dataset):
         if not dataset.endswith(".npz"):
-            raise ValueError(
-                f"{dataset}: a dataset file must be a .npz archive of image arrays."
-            )
+            raise ValueError(f"{dataset}: a dataset file must be a .npz archive of image arrays.")
         parts = _array_datasets(*load_npz(dataset, test_fraction, seed))
     else:
         raise ValueError(

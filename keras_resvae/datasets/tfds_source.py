@@ -103,8 +103,9 @@ def tfds_datasets(name, data_dir=None):
             side = tf.minimum(tf.minimum(shape[0], shape[1]), spec.crop)
             top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
             image = image[top : top + side, left : left + side]
-            image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, (height, width),
-                                    antialias=True)
+            image = tf.image.resize(
+                tf.cast(image, tf.float32) / 255.0, (height, width), antialias=True
+            )
             return tf.clip_by_value(image, 0.0, 1.0)
         return tf.ensure_shape(image, (height, width, channels))
 

@@ -11,9 +11,7 @@ def train_step(model, data):
     variables = model.trainable_variables
     saved_state = [tf.identity(v.value) for v in model.non_trainable_variables]
     with tf.GradientTape() as tape:
-        loss, terms = model.compute_elbo(
-            images, step=model.optimizer.iterations, training=True
-        )
+        loss, terms = model.compute_elbo(images, step=model.optimizer.iterations, training=True)
         # Gradients are summed over replicas under tf.distribute.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         scaled_loss = model.optimizer.scale_loss(loss / replicas)

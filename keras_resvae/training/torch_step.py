@@ -13,10 +13,7 @@ def train_step(model, data):
     model.zero_grad()
     loss, terms = model.compute_elbo(images, step=model.optimizer.iterations, training=True)
     model.optimizer.scale_loss(loss).backward()
-    grads = [
-        torch.zeros_like(v.value) if v.value.grad is None else v.value.grad
-        for v in variables
-    ]
+    grads = [torch.zeros_like(v.value) if v.value.grad is None else v.value.grad for v in variables]
     finite = bool(is_finite(loss.detach(), grads))
     with torch.no_grad():
         if finite:
