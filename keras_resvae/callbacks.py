@@ -2,45 +2,28 @@
 
 import json
 import os
-import tempfile
 
 import keras
 import numpy as np
 
 from keras_resvae import losses
+from keras_resvae.atomic import atomic_path
 from keras_resvae.images import image_grid, save_png
 
 CHECKPOINT_STATE = "checkpoint.json"
 
 
 def write_json_atomically(path, data):
-    """Writes JSON to `path` through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2, sort_keys=True)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    """Writes `data` as JSON to `path`, atomically."""
+    with atomic_path(path) as temporary, open(temporary, "w") as file:
+        json.dump(data, file, indent=2, sort_keys=True)
+        file.write("\n")
 
 
 def save_model_atomically(model, path):
     """`model.save(path)`, but the file appears complete or not at all."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
+    with atomic_path(path) as temporary:
         model.save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
     return path
 
 

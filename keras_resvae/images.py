@@ -1,9 +1,8 @@
 """Image grids and PNG files."""
 
-import os
-import tempfile
-
 import numpy as np
+
+from keras_resvae.atomic import atomic_path
 
 
 def image_grid(images, columns=8, padding=2, pad_value=1.0):
@@ -38,15 +37,6 @@ def save_png(path, image):
     import tensorflow as tf  # PNG encoding; kept out of the core's imports
 
     data = tf.io.encode_png(np.asarray(image, dtype="uint8")).numpy()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        file.write(data)
     return path

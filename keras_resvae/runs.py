@@ -42,6 +42,7 @@ MODEL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
+ARCH_OPTIONS = ("use_batch_norm", "skip", "width", "stem", "upsampling")
 
 # What `fit_run` takes, with its defaults (the CLI's defaults come from here too).
 FIT_DEFAULTS = dict(
@@ -110,16 +111,16 @@ def resolve_fit_config(**options):
     return config
 
 
+def _arch_options(config):
+    return {name: config[name] for name in ARCH_OPTIONS}
+
+
 def _build_model(config, image_shape):
     vae = build_vae(
         config["arch"],
         image_shape,
         config["latent_dim"],
-        use_batch_norm=config["use_batch_norm"],
-        skip=config["skip"],
-        width=config["width"],
-        stem=config["stem"],
-        upsampling=config["upsampling"],
+        **_arch_options(config),
         likelihood=config["likelihood"],
         output_activation="tanh" if config["center"] else "sigmoid",
         beta=config["beta"],
@@ -189,14 +190,7 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
 
     data = load_data_for(config)
     resolve_architecture(
-        config["arch"],
-        data.image_shape,
-        config["latent_dim"],
-        use_batch_norm=config["use_batch_norm"],
-        skip=config["skip"],
-        width=config["width"],
-        stem=config["stem"],
-        upsampling=config["upsampling"],
+        config["arch"], data.image_shape, config["latent_dim"], **_arch_options(config)
     )
     if dry_run:
         return config, None

@@ -1,0 +1,26 @@
+"""Atomic file writes: a file appears complete or not at all."""
+
+import contextlib
+import os
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; renames it to `path` on success.
+
+    The temporary name keeps `path`'s extension (Keras checks `.keras`). On error
+    the temporary file is removed and `path` is left as it was.
+
+    Example:
+    >>> with atomic_path("runs/x/model.keras") as temporary:
+    ...     model.save(temporary)
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
