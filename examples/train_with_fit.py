@@ -44,6 +44,8 @@ def main():
         width=args.width,
         seed=0,
     )
+    # Start the output at the data's mean pixel rather than mid-grey.
+    vae.initialize_output_bias(x_train)
     vae.compile(optimizer=keras.optimizers.Adam(args.lr))
 
     print(f"1) fit on NumPy arrays ({keras.backend.backend()} backend)")

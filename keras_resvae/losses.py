@@ -40,7 +40,8 @@ def check_likelihood(likelihood):
         )
 
 
-def _logit_scale(output_activation):
+def logit_scale(output_activation):
+    """How much a pre-activation is scaled on the [0, 1] scale: 1 (sigmoid) or 2 (tanh)."""
     check_output_activation(output_activation)
     return 1.0 if output_activation == "sigmoid" else 2.0
 
@@ -59,7 +60,7 @@ def activate(logits, output_activation="sigmoid"):
     Example:
     >>> activate(keras.ops.zeros((1, 2, 2, 1)), "tanh")  # all 0.0
     """
-    _logit_scale(output_activation)
+    logit_scale(output_activation)
     logits = ops.cast(logits, "float32")
     return ops.sigmoid(logits) if output_activation == "sigmoid" else ops.tanh(logits)
 
@@ -71,7 +72,7 @@ def to_unit_interval(images, output_activation="sigmoid"):
     >>> to_unit_interval(keras.ops.array([-1.0, 0.0, 1.0]), "tanh")  # [0, 0.5, 1]
     """
     images = ops.cast(images, "float32")
-    if _logit_scale(output_activation) == 1.0:
+    if logit_scale(output_activation) == 1.0:
         return images
     return (images + 1.0) * 0.5
 
@@ -79,14 +80,14 @@ def to_unit_interval(images, output_activation="sigmoid"):
 def from_unit_interval(images, output_activation="sigmoid"):
     """Maps images from [0, 1] to the model's pixel range (inverse of `to_unit_interval`)."""
     images = ops.cast(images, "float32")
-    if _logit_scale(output_activation) == 1.0:
+    if logit_scale(output_activation) == 1.0:
         return images
     return images * 2.0 - 1.0
 
 
 def unit_interval_mean(logits, output_activation="sigmoid"):
     """The decoder's mean image on the [0, 1] scale: sigmoid(scale * logits)."""
-    return ops.sigmoid(ops.cast(logits, "float32") * _logit_scale(output_activation))
+    return ops.sigmoid(ops.cast(logits, "float32") * logit_scale(output_activation))
 
 
 def kl_divergence(z_mean, z_log_var):
@@ -135,7 +136,7 @@ def bernoulli_nll(images, logits, output_activation="sigmoid"):
     >>> bernoulli_nll(images, decoder(z), "sigmoid")
     """
     targets = to_unit_interval(images, output_activation)
-    scaled = ops.cast(logits, "float32") * _logit_scale(output_activation)
+    scaled = ops.cast(logits, "float32") * logit_scale(output_activation)
     return _sum_per_example(ops.softplus(scaled) - targets * scaled)
 
 

@@ -202,6 +202,7 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
         initial_epoch = checkpoint[1]
     else:
         vae = _build_model(config, data.image_shape)
+        vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
     write_json_atomically(config_path, config)
     _trim_history(os.path.join(out, HISTORY), initial_epoch)
 

@@ -265,3 +265,13 @@ def test_build_vae_sets_the_public_attributes():
 def test_helpers_make_learnable_images():
     images = blob_images(3, shape=(8, 8, 2))
     assert images.shape == (3, 8, 8, 2) and 0 <= images.min() and images.max() <= 1
+
+
+@pytest.mark.parametrize("output_activation", ["sigmoid", "tanh"])
+def test_output_bias_starts_at_the_data_mean(blobs, output_activation):
+    vae = tiny_vae(output_activation=output_activation)
+    images = blobs if output_activation == "sigmoid" else blobs * 2 - 1
+    vae.initialize_output_bias(images)
+    bias = to_numpy(vae.decoder.layers[-1].bias)
+    scale = 1.0 if output_activation == "sigmoid" else 2.0
+    np.testing.assert_allclose(1 / (1 + np.exp(-scale * bias)), [blobs.mean()], rtol=1e-4)
