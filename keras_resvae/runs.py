@@ -179,8 +179,7 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
                 f"of epochs may change. Remove these options: {sorted(changed)}"
             )
         config["epochs"] = options.get("epochs", config["epochs"])
-        if config["backend"] != keras.backend.backend():
-            config["backend"] = keras.backend.backend()
+        config["backend"] = keras.backend.backend()
     else:
         if os.path.exists(config_path):
             raise ValueError(
