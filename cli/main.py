@@ -11,9 +11,13 @@ import sys
 
 import click
 
+# Importing keras_resvae.cli has imported keras_resvae (and Keras) already.
+from keras_resvae.architectures import ARCHITECTURES
+from keras_resvae.architectures.resnet import STEMS, UPSAMPLING
+from keras_resvae.losses import LIKELIHOODS
+from keras_resvae.runs import FIT_DEFAULTS
+
 BACKENDS = ("tensorflow", "jax", "torch")
-ARCHS = ("basic", "resnet18", "resnet50")  # checked against the registry in the tests
-LIKELIHOODS = ("gaussian_learned", "gaussian", "bernoulli")
 
 
 def _set_backend(ctx, param, value):
@@ -68,7 +72,12 @@ def main():
 
 
 @main.command()
-@click.option("--arch", type=click.Choice(ARCHS), default="basic", show_default=True)
+@click.option(
+    "--arch",
+    type=click.Choice(sorted(ARCHITECTURES)),
+    default=FIT_DEFAULTS["arch"],
+    show_default=True,
+)
 @click.option(
     "--bn/--no-bn",
     "use_batch_norm",
@@ -78,29 +87,34 @@ def main():
 @click.option(
     "--skip", is_flag=True, help="Skip connections from every encoder stage into the latent head."
 )
-@click.option("--latent-dim", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--latent-dim",
+    type=click.IntRange(min=1),
+    default=FIT_DEFAULTS["latent_dim"],
+    show_default=True,
+)
 @click.option(
     "--width",
     type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
+    default=FIT_DEFAULTS["width"],
     show_default=True,
     help="Multiplier on every filter count.",
 )
 @click.option(
     "--stem",
-    type=click.Choice(["cifar", "imagenet"]),
+    type=click.Choice(STEMS),
     default=None,
     help="ResNet stem. [default: cifar up to 64 px, else imagenet]",
 )
 @click.option(
     "--upsampling",
-    type=click.Choice(["nearest", "bilinear"]),
+    type=click.Choice(UPSAMPLING),
     default=None,
     help="ResNet decoder upsampling. [default: nearest]",
 )
 @click.option(
     "--dataset",
-    default="digits",
+    default=FIT_DEFAULTS["dataset"],
     show_default=True,
     help="digits (built in), mnist, fashion_mnist, cifar10, celeb_a, "
     "imagenet_resized/32x32, imagenet_resized/64x64, a .npz file or an image folder.",
@@ -112,7 +126,7 @@ def main():
 @click.option(
     "--image-size",
     type=click.IntRange(min=8),
-    default=64,
+    default=FIT_DEFAULTS["image_size"],
     show_default=True,
     help="Image folders: resize to this square size.",
 )
@@ -122,23 +136,42 @@ def main():
     default=None,
     help="Use at most this many training images.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
 @click.option(
-    "--beta", type=click.FloatRange(min=0), default=1.0, show_default=True, help="KL weight."
+    "--epochs", type=click.IntRange(min=1), default=FIT_DEFAULTS["epochs"], show_default=True
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=FIT_DEFAULTS["batch_size"],
+    show_default=True,
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=FIT_DEFAULTS["lr"],
+    show_default=True,
+)
+@click.option(
+    "--beta",
+    type=click.FloatRange(min=0),
+    default=FIT_DEFAULTS["beta"],
+    show_default=True,
+    help="KL weight.",
 )
 @click.option(
     "--kl-warmup",
     type=click.IntRange(min=0),
-    default=0,
+    default=FIT_DEFAULTS["kl_warmup"],
     show_default=True,
     help="Steps of linear KL warm-up.",
 )
 @click.option(
-    "--likelihood", type=click.Choice(LIKELIHOODS), default="gaussian_learned", show_default=True
+    "--likelihood",
+    type=click.Choice(LIKELIHOODS),
+    default=FIT_DEFAULTS["likelihood"],
+    show_default=True,
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=FIT_DEFAULTS["seed"], show_default=True)
 @backend_option
 @click.option("--out", default="runs/latest", show_default=True, help="Run directory.")
 @click.option(

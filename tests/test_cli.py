@@ -51,8 +51,10 @@ def trained_run(tmp_path_factory):
     return out, output
 
 
-def test_cli_choices_come_from_the_registry():
-    assert set(cli_module.ARCHS) == set(ARCHITECTURES)
+def test_fit_defaults_come_from_the_library(tmp_path):
+    config = json.loads(run("fit", "--out", tmp_path / "dry", "--dry-run"))
+    for name, value in cli_module.FIT_DEFAULTS.items():
+        assert config[name] == value, name
 
 
 def test_fit_writes_a_complete_run_directory(trained_run):
