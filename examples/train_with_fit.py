@@ -62,7 +62,7 @@ def main():
         .prefetch(tf.data.AUTOTUNE)
     )
     test = tf.data.Dataset.from_tensor_slices(x_test).batch(args.batch_size)
-    vae.fit(train, validation_data=test, epochs=args.epochs)
+    vae.fit(train, validation_data=test, epochs=args.epochs, shuffle=False)  # shuffled above
 
     metrics = vae.evaluate(test, return_dict=True, verbose=0)
     print("test metrics:", {name: round(float(value), 4) for name, value in metrics.items()})

@@ -220,6 +220,7 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
             validation_data=data.test,
             epochs=config["epochs"],
             initial_epoch=initial_epoch,
+            shuffle=False,  # the pipeline shuffles itself
             callbacks=callbacks,
             verbose=verbose,
         )
