@@ -137,7 +137,10 @@ class VAE(keras.Model):
         Example:
         >>> z_mean, z_log_var = vae.encode(x_test[:8])
         """
-        z_mean, z_log_var = self.encoder(self.check_images(images), training=training)
+        return self._encode_checked(self.check_images(images), training)
+
+    def _encode_checked(self, images, training):
+        z_mean, z_log_var = self.encoder(images, training=training)
         return ops.cast(z_mean, "float32"), clip_log_var(z_log_var)
 
     def decode(self, z, training=False):
@@ -243,7 +246,8 @@ class VAE(keras.Model):
             ELBO, plus any layer regularisation losses) and a dict of scalar
             `reconstruction_loss`, `kl_loss` and `mse`.
         """
-        z_mean, z_log_var = self.encode(images, training=training)
+        images = self.check_images(images)
+        z_mean, z_log_var = self._encode_checked(images, training)
         z = self.sampling([z_mean, z_log_var])
         logits = self.decoder(z, training=training)
         reconstruction = losses.reconstruction_nll(

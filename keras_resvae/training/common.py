@@ -4,10 +4,10 @@ from keras import ops
 from keras.utils import unpack_x_y_sample_weight
 
 
-def images_from_batch(model, data):
-    """The images of a batch: `x` of `(x,)`, `(x, y)` or `x`, checked and float32."""
+def images_from_batch(data):
+    """The images of a batch: `x` of `(x,)`, `(x, y)` or `x` (`compute_elbo` checks them)."""
     images, _, _ = unpack_x_y_sample_weight(data)
-    return model.check_images(images)
+    return images
 
 
 def is_finite(loss, grads):

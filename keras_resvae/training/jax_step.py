@@ -41,7 +41,7 @@ def _metrics(model, metrics_variables, images, loss, terms, skipped=None):
 
 def train_step(model, state, data):
     trainable, non_trainable, optimizer_vars, metrics_vars = state
-    images = images_from_batch(model, data)
+    images = images_from_batch(data)
     optimizer_mapping = list(zip(model.optimizer.variables, optimizer_vars))
     with keras.StatelessScope(state_mapping=optimizer_mapping):
         step = model.optimizer.iterations.value
@@ -78,7 +78,7 @@ def train_step(model, state, data):
 
 def test_step(model, state, data):
     trainable, non_trainable, metrics_vars = state
-    images = images_from_batch(model, data)
+    images = images_from_batch(data)
     loss, terms, non_trainable = _forward(
         model, trainable, non_trainable, images, step=None, training=False
     )

@@ -6,7 +6,7 @@ from keras_resvae.training.common import images_from_batch, is_finite, update_me
 
 
 def train_step(model, data):
-    images = images_from_batch(model, data)
+    images = images_from_batch(data)
     variables = model.trainable_variables
     saved_state = [v.value.detach().clone() for v in model.non_trainable_variables]
     # Gradients accumulate in torch unless cleared.
@@ -27,6 +27,6 @@ def train_step(model, data):
 
 
 def test_step(model, data):
-    images = images_from_batch(model, data)
+    images = images_from_batch(data)
     loss, terms = model.compute_elbo(images, training=False)
     return update_metrics(model, images, loss, terms)
