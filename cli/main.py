@@ -295,6 +295,41 @@ def sample(run_or_model, num, seed, out_path):
     click.echo(f"Saved {num} samples to {out_path}")
 
 
+@main.command("export")
+@click.argument("run_or_model")
+@click.option("--out", required=True, help="Folder to write (replaces an earlier export).")
+@click.option(
+    "--format",
+    "export_format",
+    default="saved_model",
+    show_default=True,
+    metavar="saved_model|onnx",
+    help="SavedModel signatures, or one ONNX file per endpoint.",
+)
+@backend_option
+@user_errors
+def export(run_or_model, out, export_format):
+    """Export a run or .keras model for inference without keras-resvae.
+
+    Endpoints: encode (images -> z_mean, z_log_var), decode (z -> images),
+    reconstruct (images -> reconstructions, also serving_default) and sample
+    (standard normal noise -> samples). Works for models trained on any backend.
+
+    \b
+    Examples:
+      resvae export runs/quickstart --out exports/quickstart
+      resvae export runs/quickstart --out exports/quickstart-onnx --format onnx
+    """
+    from keras_resvae.export import export_vae
+
+    metadata = export_vae(run_or_model, out, export_format)
+    low, high = metadata["pixel_range"]
+    click.echo(
+        f"Exported {', '.join(metadata['endpoints'])} ({export_format}) to {out}: images "
+        f"{metadata['image_shape']} in [{low:g}, {high:g}], latent size {metadata['latent_dim']}."
+    )
+
+
 def _test_images(model, config, dataset, data_dir, count):
     from keras_resvae.runs import load_data_for
 

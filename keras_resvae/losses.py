@@ -46,6 +46,16 @@ def logit_scale(output_activation):
     return 1.0 if output_activation == "sigmoid" else 2.0
 
 
+def pixel_range(output_activation="sigmoid"):
+    """The model's pixel range: (0.0, 1.0) for sigmoid, (-1.0, 1.0) for tanh.
+
+    Example:
+    >>> pixel_range("tanh")
+    (-1.0, 1.0)
+    """
+    return (0.0, 1.0) if logit_scale(output_activation) == 1.0 else (-1.0, 1.0)
+
+
 def _sum_per_example(values):
     return ops.sum(values, axis=tuple(range(1, len(values.shape))))
 

@@ -245,27 +245,46 @@ def load_model(path):
         ) from error
 
 
+def resolve_model_path(path):
+    """The `.keras` file that a run directory or model path stands for.
+
+    For a run directory: its final `model.keras` if training finished, else the
+    latest checkpoint. Raises a ValueError that names the problem otherwise.
+
+    Example:
+    >>> resolve_model_path("runs/quickstart")
+    'runs/quickstart/model.keras'
+    """
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, CONFIG)):
+            raise ValueError(f"{path} is not a run directory ({CONFIG} is missing).")
+        model_path = os.path.join(path, MODEL)
+        if os.path.exists(model_path):
+            return model_path
+        checkpoint = latest_checkpoint(os.path.join(path, CHECKPOINTS))
+        if checkpoint is None:
+            raise ValueError(f"{path} holds no trained model or checkpoint yet.")
+        return checkpoint[0]
+    if path.endswith(".keras"):
+        if not os.path.exists(path):
+            raise ValueError(f"{path}: no such model file.")
+        return path
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such run directory or model file.")
+    raise ValueError(f"{path}: expected a run directory or a .keras model file.")
+
+
 def load_run(path):
     """A trained model and its run configuration from a run directory or `.keras` file.
 
-    From a run directory, the final `model.keras` if training finished, else the
-    latest checkpoint. Returns `(model, config)`; `config` is None for a bare file.
+    Returns `(model, config)`; `config` is None for a bare `.keras` file.
+
+    Example:
+    >>> vae, config = load_run("runs/quickstart")
     """
-    if os.path.isdir(path):
-        config_path = os.path.join(path, CONFIG)
-        if not os.path.exists(config_path):
-            raise ValueError(f"{path} is not a run directory ({CONFIG} is missing).")
-        config = _read_json(config_path)
-        model_path = os.path.join(path, MODEL)
-        if not os.path.exists(model_path):
-            checkpoint = latest_checkpoint(os.path.join(path, CHECKPOINTS))
-            if checkpoint is None:
-                raise ValueError(f"{path} holds no trained model or checkpoint yet.")
-            model_path = checkpoint[0]
-        return load_model(model_path), config
-    if path.endswith(".keras"):
-        return load_model(path), None
-    raise ValueError(f"{path}: expected a run directory or a .keras model file.")
+    model = load_model(resolve_model_path(path))
+    config = _read_json(os.path.join(path, CONFIG)) if os.path.isdir(path) else None
+    return model, config
 
 
 def evaluate_model(vae, data, batch_size=None):
