@@ -15,7 +15,7 @@ import click
 from keras_resvae.architectures import ARCHITECTURES
 from keras_resvae.architectures.resnet import STEMS, UPSAMPLING
 from keras_resvae.losses import LIKELIHOODS
-from keras_resvae.runs import FIT_DEFAULTS
+from keras_resvae.runs import EVAL_IMAGES, FIT_DEFAULTS
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -220,19 +220,75 @@ def _format_metrics(metrics):
     )
 
 
+def _inception_features(fid, inception_weights):
+    """Inception-v3 features for FID/KID, or None (with a note) when asked for none or offline."""
+    if not (fid or inception_weights):
+        return None
+    from keras_resvae.metrics import FeatureWeightsUnavailable, InceptionFeatures
+
+    try:
+        return InceptionFeatures(weights=inception_weights)
+    except FeatureWeightsUnavailable as error:
+        if inception_weights:
+            raise ValueError(str(error)) from None
+        click.echo(f"FID/KID skipped: {error}", err=True)
+        return None
+
+
+def metric_options(command):
+    """The options of `evaluate` and `compare` that choose the metrics."""
+    options = [
+        click.option(
+            "--iwae-samples",
+            type=click.IntRange(min=0),
+            default=16,
+            show_default=True,
+            help="K for the importance-weighted NLL (0 skips it).",
+        ),
+        click.option(
+            "--fid/--no-fid",
+            default=False,
+            show_default=True,
+            help="FID/KID on Inception-v3 features (Keras's weights download, cached).",
+        ),
+        click.option(
+            "--inception-weights",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="Local Inception-v3 notop weights file for FID/KID (implies --fid).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("run_or_model")
 @click.option("--dataset", default=None, help="Dataset to evaluate on. [default: the run's]")
 @click.option("--data-dir", default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--max-images",
+    type=click.IntRange(min=2),
+    default=EVAL_IMAGES,
+    show_default=True,
+    help="Test images the metrics use.",
+)
+@metric_options
 @backend_option
 @user_errors
-def evaluate(run_or_model, dataset, data_dir, batch_size):
+def evaluate(
+    run_or_model, dataset, data_dir, batch_size, max_images, iwae_samples, fid, inception_weights
+):
     """Print and save test-set metrics of a run or a .keras model.
+
+    Reconstruction (MSE, PSNR, SSIM on the [0, 1] scale), blur (high-frequency
+    ratio), -ELBO and IWAE NLL (nats, bits/dim), active units, optional FID/KID.
 
     \b
     Example:
-      resvae evaluate runs/latest
+      resvae evaluate runs/latest --iwae-samples 64
     """
     from keras_resvae.callbacks import write_json_atomically
     from keras_resvae.runs import evaluate_model, load_data_for, load_run
@@ -240,7 +296,8 @@ def evaluate(run_or_model, dataset, data_dir, batch_size):
     model, config = load_run(run_or_model)
     config = _data_config(model, config, dataset, data_dir)
     data = load_data_for(config, batch_size=batch_size)
-    metrics = evaluate_model(model, data)
+    features = _inception_features(fid, inception_weights)
+    metrics = evaluate_model(model, data, max_images, iwae_samples, features)
     metrics["dataset"] = config["dataset"]
     folder = run_or_model if os.path.isdir(run_or_model) else os.path.dirname(run_or_model)
     path = os.path.join(folder or ".", "evaluation.json")

@@ -17,16 +17,17 @@ Every file is written atomically, so an interruption never leaves a truncated on
 
 import csv
 import json
-import math
 import os
 
 import keras
+import numpy as np
 
 from keras_resvae import losses
 from keras_resvae.architectures.registry import resolve_architecture
 from keras_resvae.build import build_vae
 from keras_resvae.callbacks import (
     AtomicCheckpoint,
+    EpochTimer,
     ImageGrids,
     latest_checkpoint,
     reconstruction_grid,
@@ -36,12 +37,15 @@ from keras_resvae.callbacks import (
 )
 from keras_resvae.datasets import load_dataset
 from keras_resvae.images import save_png
+from keras_resvae.metrics import evaluate_vae
 
 CONFIG = "config.json"
 MODEL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
+# Test images the end-of-run metrics use (the whole split of digits, MNIST, CIFAR-10).
+EVAL_IMAGES = 10000
 ARCH_OPTIONS = ("use_batch_norm", "skip", "width", "stem", "upsampling")
 
 # What `fit_run` takes, with its defaults (the CLI's defaults come from here too).
@@ -209,6 +213,7 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
     # The checkpoint comes last: when it names epoch N, the history already has
     # row N, and a resume trims any rows past the checkpoint.
     callbacks = [
+        EpochTimer(),
         keras.callbacks.CSVLogger(os.path.join(out, HISTORY), append=True),
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
         ImageGrids(os.path.join(out, "images"), preview, seed=config["seed"]),
@@ -287,21 +292,39 @@ def load_run(path):
     return model, config
 
 
-def evaluate_model(vae, data, batch_size=None):
-    """Test-set metrics: the ELBO terms, per-pixel MSE and -ELBO in bits per dimension.
+def test_images(data, max_images=None):
+    """The test split as one NumPy array, in its fixed order, at most `max_images`."""
+    batches, count = [], 0
+    for batch in data.test:
+        batches.append(batch.numpy())
+        count += len(batches[-1])
+        if max_images is not None and count >= max_images:
+            break
+    return np.concatenate(batches)[:max_images]
+
+
+def evaluate_model(vae, data, max_images=EVAL_IMAGES, iwae_samples=0, features=None, seed=0):
+    """Test-set metrics: the training objective, then `keras_resvae.metrics.evaluate_vae`.
+
+    Args:
+        vae: a trained VAE.
+        data: `DatasetSplits` whose test split matches the model.
+        max_images: int or None. How many test images the metrics use.
+        iwae_samples: int. K for the importance-weighted NLL (0 skips it).
+        features: an `InceptionFeatures` for FID/KID, or None.
+        seed: int.
 
     Returns:
-        A dict: `loss`, `reconstruction_loss`, `kl_loss` (nats per image), `mse`
-        (per-pixel, [0, 1] scale), `negative_elbo` (reconstruction + KL, nats per
-        image), `bits_per_dim` (negative ELBO / (D ln 2), of the density on the
-        [0, 1] pixel scale), `num_images`.
+        A dict: `loss`, `reconstruction_loss`, `kl_loss` (the objective on the
+        whole test split, nats per image, as in training), then the deterministic
+        metrics of `evaluate_vae` (`mse`, `psnr`, `ssim`, `blur`,
+        `negative_elbo`, `bits_per_dim_8bit`, `active_units`, ...).
+
+    Example:
+    >>> metrics = evaluate_model(vae, load_dataset("digits"), iwae_samples=16)
     """
     results = vae.evaluate(data.test, verbose=0, return_dict=True)
-    metrics = {name: float(value) for name, value in results.items() if name != "skipped_steps"}
-    negative_elbo = metrics["reconstruction_loss"] + metrics["kl_loss"]
-    metrics["negative_elbo"] = negative_elbo
-    metrics["bits_per_dim"] = float(
-        losses.nats_to_bits_per_dim(negative_elbo, math.prod(vae.image_shape))
-    )
-    metrics["num_images"] = data.num_test
+    metrics = {name: float(results[name]) for name in ("loss", "reconstruction_loss", "kl_loss")}
+    images = test_images(data, max_images)
+    metrics.update(evaluate_vae(vae, images, iwae_samples, features, seed=seed))
     return metrics

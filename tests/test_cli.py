@@ -64,10 +64,12 @@ def test_fit_writes_a_complete_run_directory(trained_run):
     assert config["arch"] == "basic" and config["epochs"] == 2
     assert config["backend"] == keras.backend.backend()
     metrics = json.loads((out / "metrics.json").read_text())
-    for name in ("loss", "reconstruction_loss", "kl_loss", "mse", "negative_elbo", "bits_per_dim"):
+    for name in ("loss", "kl_loss", "mse", "psnr", "ssim", "blur", "negative_elbo", "bits_per_dim"):
         assert np.isfinite(metrics[name])
     assert metrics["num_images"] == 297
     assert history_epochs(out) == [0, 1]
+    with open(out / "history.csv") as file:
+        assert all(float(row["epoch_seconds"]) > 0 for row in csv.DictReader(file))
     for name in (
         "reconstructions.png",
         "samples.png",
@@ -84,10 +86,11 @@ def test_fit_writes_a_complete_run_directory(trained_run):
 
 def test_evaluate_sample_reconstruct_interpolate(trained_run, tmp_path):
     out, _ = trained_run
-    output = run("evaluate", out)
+    output = run("evaluate", out, "--iwae-samples", 2, "--max-images", 64)
     assert "mse=" in output
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert np.isfinite(evaluation["mse"]) and evaluation["dataset"] == "digits"
+    assert np.isfinite(evaluation["iwae_nll"]) and evaluation["iwae_samples"] == 2
     run("sample", out, "-n", 6, "--out", tmp_path / "s.png")
     run("reconstruct", out, "-n", 5, "--out", tmp_path / "r.png")
     run("interpolate", out, "--pairs", 2, "--steps", 4, "--out", tmp_path / "i.png")
@@ -125,7 +128,7 @@ def test_archs_lists_every_architecture():
         (["fit", "--arch", "resnet19"], "'resnet19' is not one of"),
         (["fit", "--arch", "basic", "--stem", "cifar", "--dry-run"], "`stem` applies only to"),
         (["fit", "--dataset", "nowhere.npz", "--dry-run"], "Unknown dataset 'nowhere.npz'"),
-        (["evaluate", "no/such/run"], "no/such/run: expected a run directory or a .keras"),
+        (["evaluate", "no/such/run"], "no/such/run: no such run directory or model file"),
         (["sample", "missing.keras"], "missing.keras: no such model file"),
         (["archs", "--image-shape", "4,4,1"], ">= 8"),
     ],
