@@ -14,6 +14,7 @@ import click
 # Importing keras_resvae.cli has imported keras_resvae (and Keras) already.
 from keras_resvae.architectures import ARCHITECTURES
 from keras_resvae.architectures.resnet import STEMS, UPSAMPLING
+from keras_resvae.compare import COMPARE_DEFAULTS, DEFAULT_VARIANTS
 from keras_resvae.losses import LIKELIHOODS
 from keras_resvae.runs import EVAL_IMAGES, FIT_DEFAULTS
 
@@ -350,6 +351,97 @@ def sample(run_or_model, num, seed, out_path):
     model, _ = load_run(run_or_model)
     save_png(out_path, samples_grid(model, n=num, seed=seed))
     click.echo(f"Saved {num} samples to {out_path}")
+
+
+@main.command()
+@click.option("--out", default="reports/compare", show_default=True, help="Report directory.")
+@click.option(
+    "--variants",
+    default=",".join(DEFAULT_VARIANTS),
+    show_default=True,
+    help="Comma-separated ARCH[-bn|-nobn][-skip][-tanh] names.",
+)
+@click.option("--center", is_flag=True, help="Add a centred-data/tanh twin of every variant.")
+@click.option("--dataset", default=FIT_DEFAULTS["dataset"], show_default=True)
+@click.option("--data-dir", default=None, help="tfds data directory prepared elsewhere.")
+@click.option("--image-size", type=click.IntRange(min=8), default=FIT_DEFAULTS["image_size"])
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Use at most this many train images."
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=COMPARE_DEFAULTS["epochs"], show_default=True
+)
+@click.option(
+    "--width",
+    type=click.FloatRange(min=0, min_open=True),
+    default=COMPARE_DEFAULTS["width"],
+    show_default=True,
+)
+@click.option(
+    "--latent-dim",
+    type=click.IntRange(min=1),
+    default=COMPARE_DEFAULTS["latent_dim"],
+    show_default=True,
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=FIT_DEFAULTS["batch_size"],
+    show_default=True,
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=FIT_DEFAULTS["lr"],
+    show_default=True,
+)
+@click.option(
+    "--likelihood",
+    type=click.Choice(LIKELIHOODS),
+    default=FIT_DEFAULTS["likelihood"],
+    show_default=True,
+)
+@click.option("--seed", type=int, default=FIT_DEFAULTS["seed"], show_default=True)
+@click.option(
+    "--eval-images",
+    type=click.IntRange(min=2),
+    default=1000,
+    show_default=True,
+    help="Test images for the metrics and figures.",
+)
+@metric_options
+@backend_option
+@user_errors
+def compare(out, variants, center, eval_images, iwae_samples, fid, inception_weights, **options):
+    """Train several variants on the same budget and write a comparison report.
+
+    The report directory gets results.md, results.csv, reconstructions.png,
+    samples.png, curves.png, spectra.png, and one run directory per variant
+    under runs/. Run the same command again to resume an interrupted report.
+
+    \b
+    Examples:
+      resvae compare --out reports/study
+      resvae compare --variants basic,resnet18-nobn --center --epochs 5 --limit 1000
+      resvae compare --dataset cifar10 --width 1 --latent-dim 128 --epochs 30
+    """
+    from keras_resvae.compare import run_comparison
+
+    features = _inception_features(fid, inception_weights)
+    rows = run_comparison(
+        out,
+        variants.split(","),
+        center=center,
+        eval_images=eval_images,
+        iwae_samples=iwae_samples,
+        features=features,
+        log=click.echo,
+        **options,
+    )
+    from keras_resvae.report import results_markdown
+
+    click.echo("\n" + results_markdown(rows).split("\n\n")[1])
+    click.echo(f"\nReport: {os.path.join(out, 'results.md')} and figures in {out}")
 
 
 @main.command("export")

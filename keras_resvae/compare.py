@@ -1,0 +1,197 @@
+"""`resvae compare`: train several VAE variants the same way and compare them.
+
+A variant is named `ARCH[-bn|-nobn][-skip][-tanh]`: `resnet18-nobn-skip` is a
+ResNet-18 VAE without batch norm with skip connections in the encoder;
+`-tanh` trains on data centred in [-1, 1] with a tanh output (the study's
+centring). Every variant gets the same dataset, epochs, seed and likelihood.
+
+The report directory holds:
+
+    runs/<variant>/       an ordinary run directory per variant (resumable)
+    results.csv           one row per variant
+    results.md            the same as a Markdown table, with the command
+    reconstructions.png   the same test images reconstructed by every variant
+    samples.png           prior samples from every variant (same noise)
+    curves.png            training and validation loss per epoch
+    spectra.png           radially averaged power spectra: where the blur is
+"""
+
+import csv
+import os
+import shlex
+import sys
+
+from keras_resvae.architectures import ARCHITECTURES
+from keras_resvae.callbacks import write_json_atomically
+from keras_resvae.runs import (
+    CONFIG,
+    HISTORY,
+    MODEL,
+    evaluate_model,
+    fit_run,
+    load_data_for,
+    load_model,
+    test_images,
+)
+
+DEFAULT_VARIANTS = ("basic", "resnet18-bn", "resnet18-nobn", "resnet50-nobn", "resnet18-nobn-skip")
+VARIANT_FLAGS = {
+    "bn": ("use_batch_norm", True),
+    "nobn": ("use_batch_norm", False),
+    "skip": ("skip", True),
+    "tanh": ("center", True),
+}
+# A budget that finishes on a CPU in minutes; every value can be overridden.
+COMPARE_DEFAULTS = dict(epochs=8, width=0.25, latent_dim=16)
+
+
+def parse_variant(name):
+    """`"resnet18-nobn-skip"` -> the fit options that variant sets.
+
+    Example:
+    >>> parse_variant("resnet18-nobn-skip")
+    {'arch': 'resnet18', 'use_batch_norm': False, 'skip': True, 'center': False}
+    """
+    arch, *flags = name.strip().split("-")
+    if arch not in ARCHITECTURES:
+        raise ValueError(
+            f"Variant {name!r}: unknown architecture {arch!r}. Choose one of "
+            f"{sorted(ARCHITECTURES)}, followed by any of -bn, -nobn, -skip, -tanh."
+        )
+    options = {"arch": arch, "use_batch_norm": None, "skip": False, "center": False}
+    for flag in flags:
+        if flag not in VARIANT_FLAGS:
+            raise ValueError(
+                f"Variant {name!r}: unknown flag {flag!r}. Flags: {sorted(VARIANT_FLAGS)}."
+            )
+        key, value = VARIANT_FLAGS[flag]
+        options[key] = value
+    return options
+
+
+def variant_names(variants=DEFAULT_VARIANTS, center=False):
+    """The variants to run; with `center`, each also as a `-tanh` (centred data) twin."""
+    names = [name.strip() for name in variants if name.strip()]
+    if not names:
+        raise ValueError("Give at least one variant, e.g. --variants basic,resnet18-nobn.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"A variant is listed twice: {names}")
+    for name in names:
+        parse_variant(name)
+    if center:
+        names += [f"{name}-tanh" for name in names if not name.endswith("-tanh")]
+    return names
+
+
+def _read_history(path):
+    with open(path, newline="") as file:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
+
+def _train(run_dir, options, verbose):
+    if os.path.exists(os.path.join(run_dir, CONFIG)):
+        try:
+            # Finished or interrupted before: continue it (a finished run only re-evaluates).
+            return fit_run(run_dir, resume=True, verbose=verbose, **options)[0]
+        except ValueError as error:
+            raise ValueError(
+                f"{run_dir} was trained with other settings ({error}). "
+                "Use a new --out for a new comparison."
+            ) from None
+    return fit_run(run_dir, verbose=verbose, **options)[0]
+
+
+def run_comparison(
+    out,
+    variants=DEFAULT_VARIANTS,
+    center=False,
+    eval_images=1000,
+    iwae_samples=16,
+    features=None,
+    verbose="auto",
+    log=print,
+    **fit_options,
+):
+    """Trains every variant on the same budget, evaluates them and writes the report.
+
+    Args:
+        out: str. The report directory; run again to resume it.
+        variants: variant names (see `parse_variant`).
+        center: bool. Add a centred-data/tanh twin of every variant.
+        eval_images: int. Test images used by the metrics and figures.
+        iwae_samples: int. K of the importance-weighted NLL (0 skips it).
+        features: `InceptionFeatures` for FID/KID, or None.
+        verbose: Keras progress bar setting for each fit.
+        log: where progress lines go.
+        **fit_options: the shared budget and data, any `fit_run` option
+            (`dataset`, `epochs`, `limit`, `width`, `latent_dim`, `likelihood`,
+            `seed`, ...). Defaults: `COMPARE_DEFAULTS`, then `FIT_DEFAULTS`.
+
+    Returns:
+        The result rows, one dict per variant (also in results.csv).
+
+    Example:
+    >>> rows = run_comparison("reports/study", ["basic", "resnet18-nobn"], epochs=5)
+    """
+    names = variant_names(variants, center)
+    shared = {**COMPARE_DEFAULTS, **fit_options}
+    for key in ("arch", "use_batch_norm", "skip", "center"):
+        if key in shared:
+            raise ValueError(f"`{key}` is set by each variant's name, not for the comparison.")
+    rows, models = [], []
+    for index, name in enumerate(names, 1):
+        log(f"[{index}/{len(names)}] {name}")
+        run_dir = os.path.join(out, "runs", name)
+        config = _train(run_dir, {**shared, **parse_variant(name)}, verbose)
+        vae = load_model(os.path.join(run_dir, MODEL))
+        data = load_data_for(config)
+        metrics = evaluate_model(vae, data, eval_images, iwae_samples, features, config["seed"])
+        write_json_atomically(os.path.join(run_dir, "evaluation.json"), metrics)
+        history = _read_history(os.path.join(run_dir, HISTORY))
+        rows.append(_row(name, config, vae, history, metrics))
+        models.append((name, vae, test_images(data, eval_images), history))
+    from keras_resvae import report
+
+    report.write_report(out, rows, models, command=_command_line(), seed=shared.get("seed", 0))
+    return rows
+
+
+def _row(name, config, vae, history, metrics):
+    seconds = [row["epoch_seconds"] for row in history if "epoch_seconds" in row]
+    row = {
+        "variant": name,
+        "arch": config["arch"],
+        "batch_norm": vae.architecture.get("use_batch_norm"),
+        "skip": config["skip"],
+        "center": config["center"],
+        "parameters": vae.count_params(),
+        "epochs": len(history),
+        # The first epoch includes compilation; the median of the rest is the steady speed.
+        "seconds_per_epoch": sorted(seconds[1:] or seconds)[len(seconds[1:] or seconds) // 2],
+        "train_loss": history[-1]["loss"],
+        "val_loss": history[-1].get("val_loss"),
+    }
+    for key in (
+        "mse",
+        "psnr",
+        "ssim",
+        "blur",
+        "negative_elbo",
+        "bits_per_dim_8bit",
+        "iwae_bits_per_dim_8bit",
+        "active_units",
+        "latent_dim",
+        "fid_samples",
+        "fid_reconstructions",
+        "kid_samples",
+    ):
+        if key in metrics:
+            row[key] = metrics[key]
+    return row
+
+
+def _command_line():
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    if program in ("__main__.py", "-c", ""):
+        program = "resvae"
+    return shlex.join([program, *sys.argv[1:]])

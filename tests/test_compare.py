@@ -1,0 +1,93 @@
+"""`resvae compare`: variants, the report files and resuming."""
+
+import csv
+import math
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from keras_resvae.cli.main import main
+
+from keras_resvae.compare import DEFAULT_VARIANTS, parse_variant, variant_names
+
+TINY = ["--epochs", 1, "--limit", 64, "--width", 0.125, "--latent-dim", 4, "--batch-size", 32]
+TINY += ["--eval-images", 32, "--iwae-samples", 2]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["compare", *map(str, args)], catch_exceptions=False)
+
+
+def test_variant_names_map_to_fit_options():
+    assert parse_variant("resnet18-nobn-skip") == {
+        "arch": "resnet18",
+        "use_batch_norm": False,
+        "skip": True,
+        "center": False,
+    }
+    assert parse_variant("basic-tanh")["center"] is True
+    assert parse_variant("resnet50-bn")["use_batch_norm"] is True
+    assert variant_names(["basic", "resnet18-nobn"], center=True) == [
+        "basic",
+        "resnet18-nobn",
+        "basic-tanh",
+        "resnet18-nobn-tanh",
+    ]
+    assert len(DEFAULT_VARIANTS) == 5
+
+
+@pytest.mark.parametrize(
+    "variants, message",
+    [
+        ("resnet19", "unknown architecture 'resnet19'"),
+        ("resnet18-nobatchnorm", "unknown flag 'nobatchnorm'"),
+        ("basic,basic", "listed twice"),
+    ],
+)
+def test_bad_variants_are_one_line(tmp_path, variants, message):
+    result = invoke("--out", tmp_path, "--variants", variants)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], result.output
+
+
+@pytest.mark.slow
+def test_compare_writes_every_file_and_resumes(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    out = tmp_path / "report"
+    result = invoke(
+        "--out", out, "--variants", "basic,resnet18-nobn-skip", "--center", "--fid", *TINY
+    )
+    assert result.exit_code == 0, result.output
+    assert "FID/KID skipped" in result.output and "--inception-weights" in result.output
+
+    with open(out / "results.csv") as file:
+        rows = list(csv.DictReader(file))
+    names = ["basic", "resnet18-nobn-skip", "basic-tanh", "resnet18-nobn-skip-tanh"]
+    assert [row["variant"] for row in rows] == names
+    for row in rows:
+        for key in ("seconds_per_epoch", "train_loss", "val_loss", "mse", "psnr", "ssim", "blur"):
+            assert math.isfinite(float(row[key])), (row["variant"], key)
+        for key in ("bits_per_dim_8bit", "iwae_bits_per_dim_8bit"):
+            assert math.isfinite(float(row[key])), (row["variant"], key)
+        assert 0 <= int(row["active_units"]) <= 4 and int(row["parameters"]) > 0
+    assert rows[1]["skip"] == "True" and rows[2]["center"] == "True"
+    table = (out / "results.md").read_text()
+    assert all(f"| {name} |" in table for name in names) and "resvae" in table
+    for figure in ("reconstructions.png", "samples.png", "curves.png", "spectra.png"):
+        assert (out / figure).read_bytes().startswith(b"\x89PNG"), figure
+
+    # Again on the same folder: the finished run is reused, not retrained.
+    result = invoke("--out", out, "--variants", "basic", *TINY)
+    assert result.exit_code == 0, result.output
+    with open(out / "results.csv") as file:
+        assert [row["variant"] for row in csv.DictReader(file)] == ["basic"]
+    with open(out / "runs" / "basic" / "history.csv") as file:
+        assert len(list(csv.DictReader(file))) == 1
+    result = invoke("--out", out, "--variants", "basic", *TINY[:-4], "--width", 0.5)
+    assert result.exit_code == 1 and "trained with other settings" in result.output
+    assert np.isfinite(float(rows[0]["mse"]))
