@@ -16,6 +16,7 @@ from keras_resvae.architectures import ARCHITECTURES
 from keras_resvae.architectures.resnet import STEMS, UPSAMPLING
 from keras_resvae.compare import COMPARE_DEFAULTS, DEFAULT_VARIANTS
 from keras_resvae.losses import LIKELIHOODS
+from keras_resvae.precision import PRECISIONS
 from keras_resvae.runs import EVAL_IMAGES, FIT_DEFAULTS
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -171,6 +172,13 @@ def main():
     type=click.Choice(LIKELIHOODS),
     default=FIT_DEFAULTS["likelihood"],
     show_default=True,
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=FIT_DEFAULTS["precision"],
+    show_default=True,
+    help="Mixed precision computes in 16 bits with float32 weights, latent head and loss.",
 )
 @click.option("--seed", type=int, default=FIT_DEFAULTS["seed"], show_default=True)
 @backend_option
@@ -376,6 +384,7 @@ def sample(run_or_model, num, seed, out_path):
     type=click.FloatRange(min=0, min_open=True),
     default=COMPARE_DEFAULTS["width"],
     show_default=True,
+    help="Multiplier on the ResNets' filters (basic keeps the study's 32/64).",
 )
 @click.option(
     "--latent-dim",

@@ -38,6 +38,7 @@ from keras_resvae.callbacks import (
 from keras_resvae.datasets import load_dataset
 from keras_resvae.images import save_png
 from keras_resvae.metrics import evaluate_vae
+from keras_resvae.precision import check_precision, precision_scope
 
 CONFIG = "config.json"
 MODEL = "model.keras"
@@ -70,6 +71,7 @@ FIT_DEFAULTS = dict(
     beta=1.0,
     kl_warmup=0,
     likelihood="gaussian_learned",
+    precision="float32",
     seed=0,
 )
 
@@ -105,6 +107,7 @@ def resolve_fit_config(**options):
         raise ValueError(f"Unknown fit options {unknown}. Known: {sorted(FIT_DEFAULTS)}")
     config = {**FIT_DEFAULTS, **options}
     losses.check_likelihood(config["likelihood"])
+    check_precision(config["precision"])
     for name in ("epochs", "batch_size"):
         if int(config[name]) < 1:
             raise ValueError(f"`{name}` must be at least 1. Received: {config[name]!r}")
@@ -120,18 +123,20 @@ def _arch_options(config):
 
 
 def _build_model(config, image_shape):
-    vae = build_vae(
-        config["arch"],
-        image_shape,
-        config["latent_dim"],
-        **_arch_options(config),
-        likelihood=config["likelihood"],
-        output_activation="tanh" if config["center"] else "sigmoid",
-        beta=config["beta"],
-        kl_warmup_steps=config["kl_warmup"],
-        seed=config["seed"],
-    )
-    vae.compile(optimizer=keras.optimizers.Adam(config["lr"]))
+    with precision_scope(config.get("precision", "float32")):
+        vae = build_vae(
+            config["arch"],
+            image_shape,
+            config["latent_dim"],
+            **_arch_options(config),
+            likelihood=config["likelihood"],
+            output_activation="tanh" if config["center"] else "sigmoid",
+            beta=config["beta"],
+            kl_warmup_steps=config["kl_warmup"],
+            seed=config["seed"],
+        )
+        # Inside the scope: a mixed_float16 model gets a LossScaleOptimizer here.
+        vae.compile(optimizer=keras.optimizers.Adam(config["lr"]))
     return vae
 
 

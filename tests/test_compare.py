@@ -88,6 +88,6 @@ def test_compare_writes_every_file_and_resumes(tmp_path, monkeypatch):
         assert [row["variant"] for row in csv.DictReader(file)] == ["basic"]
     with open(out / "runs" / "basic" / "history.csv") as file:
         assert len(list(csv.DictReader(file))) == 1
-    result = invoke("--out", out, "--variants", "basic", *TINY[:-4], "--width", 0.5)
+    result = invoke("--out", out, "--variants", "basic", *TINY[:-4], "--latent-dim", 8)
     assert result.exit_code == 1 and "trained with other settings" in result.output
     assert np.isfinite(float(rows[0]["mse"]))

@@ -1,7 +1,18 @@
 """Pieces of the training step shared by every backend."""
 
+import keras
 from keras import ops
 from keras.utils import unpack_x_y_sample_weight
+
+
+def uses_loss_scaling(optimizer):
+    """True for a `LossScaleOptimizer` (mixed_float16).
+
+    Such an optimizer must see the non-finite steps too: that is when it lowers
+    its loss scale (and applies nothing). Skipping them ourselves would leave
+    the scale too high forever, and every later step would overflow.
+    """
+    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
 
 def images_from_batch(data):

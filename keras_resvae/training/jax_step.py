@@ -9,7 +9,12 @@ import jax
 import jax.numpy as jnp
 import keras
 
-from keras_resvae.training.common import images_from_batch, is_finite, update_metrics
+from keras_resvae.training.common import (
+    images_from_batch,
+    is_finite,
+    update_metrics,
+    uses_loss_scaling,
+)
 
 
 def _forward(model, trainable, non_trainable, images, step, training):
@@ -70,7 +75,11 @@ def train_step(model, state, data):
     state = (
         keep_if_finite(new_trainable, trainable),
         keep_if_finite(new_non_trainable, non_trainable),
-        keep_if_finite(new_optimizer_vars, optimizer_vars),
+        # A loss-scale optimizer keeps its own state right on a non-finite step
+        # (it lowers the scale and skips the update).
+        new_optimizer_vars
+        if uses_loss_scaling(model.optimizer)
+        else keep_if_finite(new_optimizer_vars, optimizer_vars),
         metrics_vars,
     )
     return logs, state

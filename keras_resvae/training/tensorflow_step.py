@@ -3,7 +3,12 @@
 import tensorflow as tf
 from keras import ops
 
-from keras_resvae.training.common import images_from_batch, is_finite, update_metrics
+from keras_resvae.training.common import (
+    images_from_batch,
+    is_finite,
+    update_metrics,
+    uses_loss_scaling,
+)
 
 
 def train_step(model, data):
@@ -23,6 +28,8 @@ def train_step(model, data):
         model.optimizer.apply(grads, variables)
 
     def restore_state():
+        if uses_loss_scaling(model.optimizer):
+            model.optimizer.apply(grads, variables)  # lowers the loss scale only
         # A non-finite batch may have pushed NaNs into the batch-norm statistics.
         for variable, value in zip(model.non_trainable_variables, saved_state):
             variable.assign(value)

@@ -2,7 +2,12 @@
 
 import torch
 
-from keras_resvae.training.common import images_from_batch, is_finite, update_metrics
+from keras_resvae.training.common import (
+    images_from_batch,
+    is_finite,
+    update_metrics,
+    uses_loss_scaling,
+)
 
 
 def train_step(model, data):
@@ -19,6 +24,8 @@ def train_step(model, data):
         if finite:
             model.optimizer.apply(grads, variables)
         else:
+            if uses_loss_scaling(model.optimizer):
+                model.optimizer.apply(grads, variables)  # lowers the loss scale only
             # A non-finite batch may have pushed NaNs into the batch-norm statistics.
             for variable, value in zip(model.non_trainable_variables, saved_state):
                 variable.assign(value)
