@@ -380,8 +380,8 @@ def _print_row(row):
             extra += f"  recompiles {row.get('recompiles_after_warmup')}"
         print(
             f"{head} {row['images_per_second']:9,.1f} img/s  {row['ms_per_step']:8.1f} ms/step  "
-            f"peak {row.get('peak_memory_mb', 0):7,.0f} MB  warm-up {row['warmup_seconds']:.1f} s"
-            + extra,
+            f"peak {row.get('peak_memory_mb', float('nan')):7,.0f} MB  "
+            f"warm-up {row['warmup_seconds']:.1f} s" + extra,
             flush=True,
         )
 
@@ -396,8 +396,9 @@ def _print_ratios(rows):
         native = next((r for r in group if r["backend"] == NATIVE), None)
         best = max(group, key=lambda r: r["images_per_second"])
         counts = {r["trainable_parameters"] for r in group}
-        same = "same parameter count" if len(counts) == 1 else f"PARAMETER COUNTS DIFFER {counts}"
-        print(f"\nbatch {batch_size}, {precision} ({same}):")
+        # The comparison only means something for the same network.
+        assert len(counts) == 1, f"parameter counts differ between backends: {counts}"
+        print(f"\nbatch {batch_size}, {precision} ({counts.pop():,} parameters everywhere):")
         for row in sorted(group, key=lambda r: -r["images_per_second"]):
             versus_native = (
                 f"{row['images_per_second'] / native['images_per_second']:.2f}x native"
