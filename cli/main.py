@@ -180,6 +180,12 @@ def main():
     show_default=True,
     help="Mixed precision computes in 16 bits with float32 weights, latent head and loss.",
 )
+@click.option(
+    "--distribute",
+    is_flag=True,
+    help="Data-parallel over every local GPU (JAX: keras.distribution.DataParallel; "
+    "TensorFlow: MirroredStrategy); --batch-size is the global batch.",
+)
 @click.option("--seed", type=int, default=FIT_DEFAULTS["seed"], show_default=True)
 @backend_option
 @click.option("--out", default="runs/latest", show_default=True, help="Run directory.")

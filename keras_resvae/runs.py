@@ -36,6 +36,7 @@ from keras_resvae.callbacks import (
     write_json_atomically,
 )
 from keras_resvae.datasets import load_dataset
+from keras_resvae.distribute import data_parallel, local_devices
 from keras_resvae.images import save_png
 from keras_resvae.metrics import evaluate_vae
 from keras_resvae.precision import check_precision, precision_scope
@@ -72,6 +73,7 @@ FIT_DEFAULTS = dict(
     kl_warmup=0,
     likelihood="gaussian_learned",
     precision="float32",
+    distribute=False,
     seed=0,
 )
 
@@ -203,37 +205,45 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
     if dry_run:
         return config, None
 
-    initial_epoch = 0
-    checkpoint = latest_checkpoint(checkpoints) if resume else None
-    if checkpoint:
-        vae = load_model(checkpoint[0])
-        initial_epoch = checkpoint[1]
-    else:
-        vae = _build_model(config, data.image_shape)
-        vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
-    write_json_atomically(config_path, config)
-    _trim_history(os.path.join(out, HISTORY), initial_epoch)
+    with data_parallel(config.get("distribute", False), config["batch_size"]) as replicas:
+        if replicas > 1:
+            print(f"Data-parallel over {replicas} devices: {', '.join(map(str, local_devices()))}")
+        initial_epoch = 0
+        checkpoint = latest_checkpoint(checkpoints) if resume else None
+        if checkpoint:
+            vae = load_model(checkpoint[0])
+            initial_epoch = checkpoint[1]
+        else:
+            vae = _build_model(config, data.image_shape)
+            vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
+        write_json_atomically(config_path, config)
+        _trim_history(os.path.join(out, HISTORY), initial_epoch)
 
-    preview = next(iter(data.test.unbatch().batch(16))).numpy()
-    # The checkpoint comes last: when it names epoch N, the history already has
-    # row N, and a resume trims any rows past the checkpoint.
-    callbacks = [
-        EpochTimer(),
-        keras.callbacks.CSVLogger(os.path.join(out, HISTORY), append=True),
-        keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
-        ImageGrids(os.path.join(out, "images"), preview, seed=config["seed"]),
-        AtomicCheckpoint(checkpoints),
-    ]
-    if initial_epoch < config["epochs"]:
-        vae.fit(
-            data.train,
-            validation_data=data.test,
-            epochs=config["epochs"],
-            initial_epoch=initial_epoch,
-            shuffle=False,  # the pipeline shuffles itself
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+        preview = next(iter(data.test.unbatch().batch(16))).numpy()
+        # The checkpoint comes last: when it names epoch N, the history already has
+        # row N, and a resume trims any rows past the checkpoint.
+        callbacks = [
+            EpochTimer(),
+            keras.callbacks.CSVLogger(os.path.join(out, HISTORY), append=True),
+            keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
+            ImageGrids(os.path.join(out, "images"), preview, seed=config["seed"]),
+            AtomicCheckpoint(checkpoints),
+        ]
+        validation = data.test
+        if replicas > 1:
+            # Every batch must split evenly over the devices; the final evaluation
+            # below (outside the scope) still sees the whole test split.
+            validation = validation.unbatch().batch(config["batch_size"], drop_remainder=True)
+        if initial_epoch < config["epochs"]:
+            vae.fit(
+                data.train,
+                validation_data=validation,
+                epochs=config["epochs"],
+                initial_epoch=initial_epoch,
+                shuffle=False,  # the pipeline shuffles itself
+                callbacks=callbacks,
+                verbose=verbose,
+            )
     save_model_atomically(vae, os.path.join(out, MODEL))
     metrics = evaluate_model(vae, data)
     write_json_atomically(os.path.join(out, METRICS), metrics)

@@ -24,6 +24,16 @@ def train_step(model, data):
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     finite = is_finite(loss, grads)
 
+    if replicas > 1 and not uses_loss_scaling(model.optimizer):
+        # tf.distribute forbids the optimizer's cross-replica sum inside a cond, so
+        # a non-finite step applies zero gradients instead of none (Adam's momentum
+        # still moves the weights slightly) and keeps the old batch-norm state.
+        safe = [tf.where(finite, grad, tf.zeros_like(grad)) for grad in grads]
+        model.optimizer.apply(safe, variables)
+        for variable, value in zip(model.non_trainable_variables, saved_state):
+            variable.assign(tf.where(finite, variable.value, value))
+        return update_metrics(model, images, loss, terms, skipped=ops.logical_not(finite))
+
     def apply_update():
         model.optimizer.apply(grads, variables)
 
