@@ -7,6 +7,7 @@ KERAS_BACKEND: Keras reads it once, at import.
 import functools
 import json
 import os
+import shlex
 import sys
 
 import click
@@ -444,8 +445,9 @@ def compare(out, variants, center, eval_images, iwae_samples, fid, inception_wei
 
     features = _inception_features(fid, inception_weights)
     rows = run_comparison(
-        out,
-        variants.split(","),
+        command=_typed_command(),
+        out=out,
+        variants=variants.split(","),
         center=center,
         eval_images=eval_images,
         iwae_samples=iwae_samples,
@@ -457,6 +459,23 @@ def compare(out, variants, center, eval_images, iwae_samples, fid, inception_wei
 
     click.echo("\n" + results_markdown(rows).split("\n\n")[1])
     click.echo(f"\nReport: {os.path.join(out, 'results.md')} and figures in {out}")
+
+
+def _typed_command():
+    """The current command as typed: `resvae compare` and the options given on the command line."""
+    ctx = click.get_current_context()
+    words = ["resvae", ctx.info_name]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source != click.core.ParameterSource.COMMANDLINE or not param.opts:
+            continue
+        # --backend is not passed to the command; Keras holds its value.
+        value = ctx.params.get(param.name, os.environ.get("KERAS_BACKEND"))
+        if isinstance(param, click.Option) and param.is_flag:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)
 
 
 @main.command("export")

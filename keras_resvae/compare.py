@@ -18,8 +18,7 @@ The report directory holds:
 
 import csv
 import os
-import shlex
-import sys
+import statistics
 
 from keras_resvae.architectures import ARCHITECTURES
 from keras_resvae.callbacks import write_json_atomically
@@ -123,6 +122,7 @@ def run_comparison(
     features=None,
     verbose="auto",
     log=print,
+    command=None,
     **fit_options,
 ):
     """Trains every variant on the same budget, evaluates them and writes the report.
@@ -136,6 +136,7 @@ def run_comparison(
         features: `InceptionFeatures` for FID/KID, or None.
         verbose: Keras progress bar setting for each fit.
         log: where progress lines go.
+        command: str or None. The command to quote in results.md.
         **fit_options: the shared budget and data, any `fit_run` option
             (`dataset`, `epochs`, `limit`, `width`, `latent_dim`, `likelihood`,
             `seed`, ...). Defaults: `COMPARE_DEFAULTS`, then `FIT_DEFAULTS`.
@@ -165,7 +166,7 @@ def run_comparison(
         models.append((name, vae, test_images(data, eval_images), history))
     from keras_resvae import report
 
-    report.write_report(out, rows, models, command=_command_line(), seed=shared.get("seed", 0))
+    report.write_report(out, rows, models, command=command, seed=shared.get("seed", 0))
     return rows
 
 
@@ -180,7 +181,7 @@ def _row(name, config, vae, history, metrics):
         "parameters": vae.count_params(),
         "epochs": len(history),
         # The first epoch includes compilation; the median of the rest is the steady speed.
-        "seconds_per_epoch": sorted(seconds[1:] or seconds)[len(seconds[1:] or seconds) // 2],
+        "seconds_per_epoch": statistics.median(seconds[1:] or seconds) if seconds else None,
         "train_loss": history[-1]["loss"],
         "val_loss": history[-1].get("val_loss"),
     }
@@ -201,10 +202,3 @@ def _row(name, config, vae, history, metrics):
         if key in metrics:
             row[key] = metrics[key]
     return row
-
-
-def _command_line():
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    if program in ("__main__.py", "-c", ""):
-        program = "resvae"
-    return shlex.join([program, *sys.argv[1:]])

@@ -77,7 +77,9 @@ def test_compare_writes_every_file_and_resumes(tmp_path, monkeypatch):
         assert 0 <= int(row["active_units"]) <= 4 and int(row["parameters"]) > 0
     assert rows[1]["skip"] == "True" and rows[2]["center"] == "True"
     table = (out / "results.md").read_text()
-    assert all(f"| {name} |" in table for name in names) and "resvae" in table
+    assert all(f"| {name} |" in table for name in names)
+    assert "resvae compare --out" in table and "--variants basic,resnet18-nobn-skip" in table
+    assert " --center " in table and " --fid" in table and " --epochs 1 " in table
     for figure in ("reconstructions.png", "samples.png", "curves.png", "spectra.png"):
         assert (out / figure).read_bytes().startswith(b"\x89PNG"), figure
 
