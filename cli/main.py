@@ -67,6 +67,71 @@ def user_errors(command):
     return wrapper
 
 
+# Options that `fit` and `compare` share, declared once.
+dataset_option = click.option(
+    "--dataset",
+    default=FIT_DEFAULTS["dataset"],
+    show_default=True,
+    help="digits (built in), mnist, fashion_mnist, cifar10, celeb_a, "
+    "imagenet_resized/32x32, imagenet_resized/64x64, a .npz file or an image folder.",
+)
+data_dir_option = click.option(
+    "--data-dir", default=None, help="tfds data directory prepared elsewhere."
+)
+image_size_option = click.option(
+    "--image-size",
+    type=click.IntRange(min=8),
+    default=FIT_DEFAULTS["image_size"],
+    show_default=True,
+    help="Image folders: resize to this square size.",
+)
+limit_option = click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use at most this many training images.",
+)
+batch_size_option = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=FIT_DEFAULTS["batch_size"],
+    show_default=True,
+)
+lr_option = click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=FIT_DEFAULTS["lr"],
+    show_default=True,
+)
+likelihood_option = click.option(
+    "--likelihood",
+    type=click.Choice(LIKELIHOODS),
+    default=FIT_DEFAULTS["likelihood"],
+    show_default=True,
+)
+seed_option = click.option("--seed", type=int, default=FIT_DEFAULTS["seed"], show_default=True)
+
+
+def epochs_option(default):
+    return click.option("--epochs", type=click.IntRange(min=1), default=default, show_default=True)
+
+
+def width_option(default, help):
+    return click.option(
+        "--width",
+        type=click.FloatRange(min=0, min_open=True),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
+def latent_dim_option(default):
+    return click.option(
+        "--latent-dim", type=click.IntRange(min=1), default=default, show_default=True
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="keras-resvae")
 def main():
@@ -90,19 +155,8 @@ def main():
 @click.option(
     "--skip", is_flag=True, help="Skip connections from every encoder stage into the latent head."
 )
-@click.option(
-    "--latent-dim",
-    type=click.IntRange(min=1),
-    default=FIT_DEFAULTS["latent_dim"],
-    show_default=True,
-)
-@click.option(
-    "--width",
-    type=click.FloatRange(min=0, min_open=True),
-    default=FIT_DEFAULTS["width"],
-    show_default=True,
-    help="Multiplier on every filter count.",
-)
+@latent_dim_option(FIT_DEFAULTS["latent_dim"])
+@width_option(FIT_DEFAULTS["width"], "Multiplier on every filter count.")
 @click.option(
     "--stem",
     type=click.Choice(STEMS),
@@ -115,45 +169,16 @@ def main():
     default=None,
     help="ResNet decoder upsampling. [default: nearest]",
 )
-@click.option(
-    "--dataset",
-    default=FIT_DEFAULTS["dataset"],
-    show_default=True,
-    help="digits (built in), mnist, fashion_mnist, cifar10, celeb_a, "
-    "imagenet_resized/32x32, imagenet_resized/64x64, a .npz file or an image folder.",
-)
-@click.option("--data-dir", default=None, help="tfds data directory prepared elsewhere.")
+@dataset_option
+@data_dir_option
 @click.option(
     "--center", is_flag=True, help="Pixels in [-1, 1] with a tanh output (the study's finding)."
 )
-@click.option(
-    "--image-size",
-    type=click.IntRange(min=8),
-    default=FIT_DEFAULTS["image_size"],
-    show_default=True,
-    help="Image folders: resize to this square size.",
-)
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Use at most this many training images.",
-)
-@click.option(
-    "--epochs", type=click.IntRange(min=1), default=FIT_DEFAULTS["epochs"], show_default=True
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=FIT_DEFAULTS["batch_size"],
-    show_default=True,
-)
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=FIT_DEFAULTS["lr"],
-    show_default=True,
-)
+@image_size_option
+@limit_option
+@epochs_option(FIT_DEFAULTS["epochs"])
+@batch_size_option
+@lr_option
 @click.option(
     "--beta",
     type=click.FloatRange(min=0),
@@ -168,12 +193,7 @@ def main():
     show_default=True,
     help="Steps of linear KL warm-up.",
 )
-@click.option(
-    "--likelihood",
-    type=click.Choice(LIKELIHOODS),
-    default=FIT_DEFAULTS["likelihood"],
-    show_default=True,
-)
+@likelihood_option
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -187,7 +207,7 @@ def main():
     help="Data-parallel over every local GPU (JAX: keras.distribution.DataParallel; "
     "TensorFlow: MirroredStrategy); --batch-size is the global batch.",
 )
-@click.option("--seed", type=int, default=FIT_DEFAULTS["seed"], show_default=True)
+@seed_option
 @backend_option
 @click.option("--out", default="runs/latest", show_default=True, help="Run directory.")
 @click.option(
@@ -377,47 +397,19 @@ def sample(run_or_model, num, seed, out_path):
     help="Comma-separated ARCH[-bn|-nobn][-skip][-tanh] names.",
 )
 @click.option("--center", is_flag=True, help="Add a centred-data/tanh twin of every variant.")
-@click.option("--dataset", default=FIT_DEFAULTS["dataset"], show_default=True)
-@click.option("--data-dir", default=None, help="tfds data directory prepared elsewhere.")
-@click.option("--image-size", type=click.IntRange(min=8), default=FIT_DEFAULTS["image_size"])
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=None, help="Use at most this many train images."
+@dataset_option
+@data_dir_option
+@image_size_option
+@limit_option
+@epochs_option(COMPARE_DEFAULTS["epochs"])
+@width_option(
+    COMPARE_DEFAULTS["width"], "Multiplier on the ResNets' filters (basic keeps the study's 32/64)."
 )
-@click.option(
-    "--epochs", type=click.IntRange(min=1), default=COMPARE_DEFAULTS["epochs"], show_default=True
-)
-@click.option(
-    "--width",
-    type=click.FloatRange(min=0, min_open=True),
-    default=COMPARE_DEFAULTS["width"],
-    show_default=True,
-    help="Multiplier on the ResNets' filters (basic keeps the study's 32/64).",
-)
-@click.option(
-    "--latent-dim",
-    type=click.IntRange(min=1),
-    default=COMPARE_DEFAULTS["latent_dim"],
-    show_default=True,
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=FIT_DEFAULTS["batch_size"],
-    show_default=True,
-)
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=FIT_DEFAULTS["lr"],
-    show_default=True,
-)
-@click.option(
-    "--likelihood",
-    type=click.Choice(LIKELIHOODS),
-    default=FIT_DEFAULTS["likelihood"],
-    show_default=True,
-)
-@click.option("--seed", type=int, default=FIT_DEFAULTS["seed"], show_default=True)
+@latent_dim_option(COMPARE_DEFAULTS["latent_dim"])
+@batch_size_option
+@lr_option
+@likelihood_option
+@seed_option
 @click.option(
     "--eval-images",
     type=click.IntRange(min=2),
