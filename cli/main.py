@@ -16,6 +16,7 @@ import click
 from keras_resvae.architectures import ARCHITECTURES
 from keras_resvae.architectures.resnet import STEMS, UPSAMPLING
 from keras_resvae.compare import COMPARE_DEFAULTS, DEFAULT_VARIANTS
+from keras_resvae.compilation import JIT_COMPILE_CHOICES
 from keras_resvae.losses import LIKELIHOODS
 from keras_resvae.precision import PRECISIONS
 from keras_resvae.runs import EVAL_IMAGES, FIT_DEFAULTS
@@ -200,6 +201,15 @@ def main():
     default=FIT_DEFAULTS["precision"],
     show_default=True,
     help="Mixed precision computes in 16 bits with float32 weights, latent head and loss.",
+)
+@click.option(
+    "--jit-compile",
+    type=click.Choice(list(JIT_COMPILE_CHOICES)),
+    default="auto",
+    show_default=True,
+    callback=lambda ctx, param, value: JIT_COMPILE_CHOICES[value],
+    help="Compile the training step: auto = the fastest measured per backend (JAX: XLA; "
+    "TensorFlow: XLA on GPU, a graph on CPU; PyTorch: eager); on = XLA / torch.compile.",
 )
 @click.option(
     "--distribute",

@@ -35,6 +35,7 @@ from keras_resvae.callbacks import (
     save_model_atomically,
     write_json_atomically,
 )
+from keras_resvae.compilation import check_jit_compile
 from keras_resvae.datasets import load_dataset
 from keras_resvae.distribute import data_parallel, local_devices
 from keras_resvae.images import save_png
@@ -73,6 +74,7 @@ FIT_DEFAULTS = dict(
     kl_warmup=0,
     likelihood="gaussian_learned",
     precision="float32",
+    jit_compile="auto",
     distribute=False,
     seed=0,
 )
@@ -110,6 +112,7 @@ def resolve_fit_config(**options):
     config = {**FIT_DEFAULTS, **options}
     losses.check_likelihood(config["likelihood"])
     check_precision(config["precision"])
+    config["jit_compile"] = check_jit_compile(config["jit_compile"])
     for name in ("epochs", "batch_size"):
         if int(config[name]) < 1:
             raise ValueError(f"`{name}` must be at least 1. Received: {config[name]!r}")
@@ -138,7 +141,10 @@ def _build_model(config, image_shape):
             seed=config["seed"],
         )
         # Inside the scope: a mixed_float16 model gets a LossScaleOptimizer here.
-        vae.compile(optimizer=keras.optimizers.Adam(config["lr"]))
+        vae.compile(
+            optimizer=keras.optimizers.Adam(config["lr"]),
+            jit_compile=config.get("jit_compile", "auto"),
+        )
     return vae
 
 
@@ -214,6 +220,8 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
             vae = load_model(checkpoint[0])
             initial_epoch = checkpoint[1]
         else:
+            # The seed fixes the initial weights too, so a run can be repeated.
+            keras.utils.set_random_seed(config["seed"])
             vae = _build_model(config, data.image_shape)
             vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
         write_json_atomically(config_path, config)

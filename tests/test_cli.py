@@ -108,6 +108,31 @@ def test_resume_extends_a_finished_run_without_gaps(tmp_path):
     assert json.loads((out / "config.json").read_text())["epochs"] == 3
 
 
+def test_the_same_seed_repeats_a_run_exactly(trained_run, tmp_path):
+    # The seed fixes the initial weights as well as the noise and the shuffling.
+    out, _ = trained_run
+    run("fit", *TINY, "--epochs", 2, "--out", tmp_path / "again")
+    with open(out / "history.csv") as first, open(tmp_path / "again" / "history.csv") as second:
+        rows = [list(csv.DictReader(first)), list(csv.DictReader(second))]
+    for row, repeated in zip(*rows, strict=True):
+        assert row["loss"] == repeated["loss"] and row["val_mse"] == repeated["val_mse"]
+
+
+def test_jit_compile_option_reaches_the_model(tmp_path):
+    config = json.loads(run("fit", "--jit-compile", "off", "--out", tmp_path / "dry", "--dry-run"))
+    assert config["jit_compile"] is False
+    # torch.compile costs minutes here; test_compilation trains with it.
+    setting = "off" if keras.backend.backend() == "torch" else "on"
+    out = tmp_path / "run"
+    run("fit", *TINY, "--epochs", 1, "--jit-compile", setting, "--out", out)
+    expected = setting == "on"
+    assert json.loads((out / "config.json").read_text())["jit_compile"] is expected
+    assert keras.models.load_model(out / "model.keras").jit_compile is expected
+    # The same setting again is not a change to the saved run.
+    run("fit", "--out", out, "--resume", "--epochs", 2, "--jit-compile", setting)
+    assert history_epochs(out) == [0, 1]
+
+
 def test_dry_run_prints_the_resolved_config(tmp_path):
     output = run("fit", "--arch", "resnet18", "--no-bn", "--out", tmp_path / "dry", "--dry-run")
     config = json.loads(output)

@@ -49,7 +49,10 @@ def _posterior_mean_log_sigma(vae, images, z_mean):
     if vae.likelihood != "gaussian_learned":
         return None
     logits = vae.decoder(z_mean, training=False)
-    return float(losses.optimal_log_sigma(images, logits, vae.output_activation))
+    # Through NumPy: on torch, float() of a tensor that tracks gradients warns.
+    return float(
+        ops.convert_to_numpy(losses.optimal_log_sigma(images, logits, vae.output_activation))
+    )
 
 
 def diagonal_gaussian_log_density(z, mean, log_var):
