@@ -11,14 +11,20 @@ Examples:
     # Mixed precision on a GPU, two batch sizes, results as JSON:
     python benchmarks/throughput.py --precisions float32,mixed_bfloat16 \\
         --batch-sizes 128,512 --images 50000 --json benchmarks/gpu.json
+    # Each backend's step compiled and not (XLA on TensorFlow, torch.compile on PyTorch):
+    python benchmarks/throughput.py --jit-compile auto,on,off
 
 Reported per run: images/s (training: the median of the timed epochs after a
 warm-up epoch that includes compilation), ms per step, peak memory (host RSS on
-CPU; device memory on GPU), and for XLA backends how many compilations happened
-after warm-up (0 = no recompilation).
+CPU; device memory on GPU), and how many times the training step was compiled
+again after the warm-up epoch (0 = no recompilation; TensorFlow and JAX count
+traces of `train_step`, torch.compile counts the graphs Dynamo compiled; eager
+PyTorch compiles nothing). The label says how the step ran (graph, XLA, eager,
+torch.compile), with * on the default setting (jit_compile="auto").
 """
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -83,7 +89,9 @@ def _build(args, precision):
     import keras
 
     import keras_resvae
+    from keras_resvae.compilation import check_jit_compile
 
+    keras.utils.set_random_seed(0)
     keras.config.set_dtype_policy(precision)
     vae = keras_resvae.build_vae(
         args.arch,
@@ -93,35 +101,42 @@ def _build(args, precision):
         width=args.width,
         seed=0,
     )
-    vae.compile(optimizer=keras.optimizers.Adam(3e-4))
+    vae.compile(
+        optimizer=keras.optimizers.Adam(3e-4), jit_compile=check_jit_compile(args.jit_compile)
+    )
     return vae
 
 
 class _CompileCounter:
-    """Counts XLA compilations (JAX) or tf.function traces (TensorFlow) after warm-up."""
+    """How many times the training step has been compiled so far, or None if eager.
 
-    def __init__(self, backend):
-        self.backend, self.count, self.active = backend, 0, False
-        if backend == "jax":
-            import logging
+    TensorFlow and JAX run the Python `train_step` only while tracing a new
+    graph, so counting its calls counts compilations. torch.compile's Dynamo
+    keeps its own count of compiled graphs.
+    """
 
-            import jax
+    def __init__(self, vae):
+        import keras
 
-            jax.config.update("jax_log_compiles", True)
-            counter = self
+        self.backend, self.jit = keras.backend.backend(), vae.jit_compile
+        self.calls = 0
+        if self.backend != "torch":
+            step = vae.train_step
 
-            class Handler(logging.Handler):
-                def emit(self, record):
-                    if counter.active and "Compiling" in record.getMessage():
-                        counter.count += 1
+            def counted(*args):
+                self.calls += 1
+                return step(*args)
 
-            logging.getLogger("jax").addHandler(Handler())
-            logging.getLogger("jax").setLevel(logging.WARNING)
+            vae.train_step = counted
 
-    def traces(self, vae):
-        function = getattr(vae, "train_function", None)
-        getter = getattr(function, "experimental_get_tracing_count", None)
-        return getter() if getter else None
+    def count(self):
+        if self.backend != "torch":
+            return self.calls
+        if not self.jit:
+            return None
+        from torch._dynamo.utils import counters
+
+        return counters["stats"]["unique_graphs"]
 
 
 def worker_train(args):
@@ -131,17 +146,16 @@ def worker_train(args):
     vae = _build(args, args.precision)
     x = _synthetic(args)
     vae.initialize_output_bias(x[:256])
-    counter = _CompileCounter(backend)
-    epoch_seconds, traces = [], []
+    counter = _CompileCounter(vae)
+    epoch_seconds, compilations = [], []
 
     class Timer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
-            counter.active = epoch > 0
 
         def on_epoch_end(self, epoch, logs=None):
             epoch_seconds.append(time.perf_counter() - self.start)
-            traces.append(counter.traces(self.model))
+            compilations.append(counter.count())
 
     history = vae.fit(
         x,
@@ -152,18 +166,25 @@ def worker_train(args):
         verbose=0,
     )
     result = _summary(epoch_seconds, len(x), args.batch_size)
-    recompiles = counter.count if backend == "jax" else None
-    if backend == "tensorflow" and traces[0] is not None:
-        recompiles = traces[-1] - traces[0]
+    recompiles = None if compilations[0] is None else compilations[-1] - compilations[0]
     trainable = sum(int(keras.ops.size(w)) for w in vae.trainable_weights)
     result.update(
         final_loss=float(history.history["loss"][-1]),
         recompiles_after_warmup=recompiles,
         trainable_parameters=trainable,
-        jit_compile=getattr(vae, "jit_compile", None),
+        step=_step_kind(backend, vae.jit_compile),
         peak_memory_mb=_peak_memory_mb(backend),
     )
     return result
+
+
+def _step_kind(backend, jit_compile):
+    """How the training step actually ran, in words."""
+    if backend == "tensorflow":
+        return "XLA" if jit_compile else "graph"
+    if backend == "jax":
+        return "XLA"
+    return "torch.compile" if jit_compile else "eager"
 
 
 def worker_native(args):
@@ -178,6 +199,8 @@ def worker_native(args):
     torch.manual_seed(0)
     model = ResNet18VAE(SHAPES[args.shape], args.latent_dim, args.width, bool(args.bn)).to(device)
     trainable = sum(p.numel() for p in model.parameters())
+    if args.jit_compile == "on":
+        model = torch.compile(model)
     autocast = {"float32": None, "mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}
     step = make_train_step(
         model, torch.optim.Adam(model.parameters(), 3e-4), autocast[args.precision], device
@@ -193,6 +216,7 @@ def worker_native(args):
         epoch_seconds.append(time.perf_counter() - start)
     result = _summary(epoch_seconds, len(x), args.batch_size)
     result.update(
+        step=_step_kind(NATIVE, args.jit_compile == "on"),
         final_loss=float(loss),
         trainable_parameters=trainable,
         peak_memory_mb=_peak_memory_mb(NATIVE),
@@ -286,7 +310,7 @@ WORKERS = {
 # ---------------------------------------------------------------- the driver
 
 
-def _run_worker(kind, backend, args, batch_size, precision):
+def _run_worker(kind, backend, args, batch_size, precision, jit_compile="auto"):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env["KERAS_BACKEND"] = "torch" if backend == NATIVE else backend
     command = [sys.executable, os.path.abspath(__file__), "--worker", kind]
@@ -294,6 +318,7 @@ def _run_worker(kind, backend, args, batch_size, precision):
     command += ["--epochs", str(args.epochs), "--latent-dim", str(args.latent_dim)]
     command += ["--width", str(args.width), "--batch-sizes", str(batch_size)]
     command += ["--precisions", precision, "--bn" if args.bn else "--no-bn"]
+    command += ["--jit-compile", jit_compile]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
@@ -323,6 +348,12 @@ def main(argv=None):
     parser.add_argument("--backends", default="tensorflow,jax,torch,native-torch")
     parser.add_argument("--batch-sizes", default="128")
     parser.add_argument("--precisions", default="float32")
+    parser.add_argument(
+        "--jit-compile",
+        default="auto",
+        help="comma-separated settings among auto,on,off (Keras's jit_compile; "
+        "on = XLA on TensorFlow/JAX, torch.compile on PyTorch and native PyTorch)",
+    )
     parser.add_argument("--images", type=int, default=2048, help="images per epoch")
     parser.add_argument("--epochs", type=int, default=4, help="1 warm-up + timed epochs")
     parser.add_argument("--latent-dim", type=int, default=128)
@@ -340,15 +371,21 @@ def main(argv=None):
 
     rows = []
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    jit_settings = [j.strip() for j in args.jit_compile.split(",") if j.strip()]
     for precision in args.precisions.split(","):
         for batch_size in map(int, args.batch_sizes.split(",")):
-            for backend in backends:
+            for backend, jit_compile in itertools.product(backends, jit_settings):
+                if backend == "jax" and (
+                    jit_compile == "off" or (jit_compile == "on" and "auto" in jit_settings)
+                ):
+                    continue  # an un-jitted JAX step is no real option; auto is on
                 kind = "native" if backend == NATIVE else "train"
-                result = _run_worker(kind, backend, args, batch_size, precision)
+                result = _run_worker(kind, backend, args, batch_size, precision, jit_compile)
                 setting = {"backend": backend, "batch_size": batch_size, "precision": precision}
+                setting["jit_compile"] = jit_compile
                 rows.append({**setting, "kind": "train", **result})
                 _print_row(rows[-1])
-                if args.inference and backend in KERAS_BACKENDS:
+                if args.inference and backend in KERAS_BACKENDS and jit_compile == jit_settings[0]:
                     result = _run_worker("inference", backend, args, batch_size, precision)
                     rows.append({**setting, "kind": "inference", **result})
                     _print_row(rows[-1])
@@ -364,8 +401,16 @@ def main(argv=None):
     return 0
 
 
+def _label(row):
+    """The backend and how its step ran, marked * when that is the default (auto)."""
+    if "step" not in row:
+        return row["backend"]
+    default = "*" if row.get("jit_compile") == "auto" else ""
+    return f"{row['backend']} {row['step']}{default}"
+
+
 def _print_row(row):
-    head = f"{row['kind']:9s} {row['backend']:12s} batch {row['batch_size']:4d}"
+    head = f"{row['kind']:9s} {_label(row):27s} batch {row['batch_size']:4d}"
     head += f" {row['precision']:14s}"
     if "error" in row:
         print(f"{head} ERROR {row['error']}", flush=True)
@@ -393,7 +438,9 @@ def _print_ratios(rows):
     for row in trains:
         groups.setdefault((row["batch_size"], row["precision"]), []).append(row)
     for (batch_size, precision), group in groups.items():
-        native = next((r for r in group if r["backend"] == NATIVE), None)
+        # The baseline is eager native PyTorch (the way it is usually written).
+        natives = [r for r in group if r["backend"] == NATIVE]
+        native = next((r for r in natives if r.get("step") == "eager"), None)
         best = max(group, key=lambda r: r["images_per_second"])
         counts = {r["trainable_parameters"] for r in group}
         # The comparison only means something for the same network.
@@ -407,7 +454,7 @@ def _print_ratios(rows):
             )
             slower = best["images_per_second"] / row["images_per_second"]
             print(
-                f"  {row['backend']:12s} {row['images_per_second']:9,.1f} img/s  "
+                f"  {_label(row):27s} {row['images_per_second']:9,.1f} img/s  "
                 f"{versus_native:>12s}  {slower:.2f}x slower than the best"
             )
 
