@@ -142,7 +142,16 @@ class _CompileCounter:
 def worker_train(args):
     import keras
 
+    from keras_resvae.distribute import data_parallel
+
     backend = keras.backend.backend()
+    with data_parallel(args.cpu_devices > 1 and backend == "jax", args.batch_size):
+        return _train(args, backend)
+
+
+def _train(args, backend):
+    import keras
+
     vae = _build(args, args.precision)
     x = _synthetic(args)
     vae.initialize_output_bias(x[:256])
@@ -172,10 +181,18 @@ def worker_train(args):
         final_loss=float(history.history["loss"][-1]),
         recompiles_after_warmup=recompiles,
         trainable_parameters=trainable,
-        step=_step_kind(backend, vae.jit_compile),
+        step=_step_kind(backend, vae.jit_compile) + _devices_note(backend, args),
         peak_memory_mb=_peak_memory_mb(backend),
     )
     return result
+
+
+def _devices_note(backend, args):
+    if backend == "jax" and args.cpu_devices > 1:
+        import keras
+
+        return f" on {len(keras.distribution.list_devices())} CPU devices"
+    return ""
 
 
 def _step_kind(backend, jit_compile):
@@ -313,12 +330,17 @@ WORKERS = {
 def _run_worker(kind, backend, args, batch_size, precision, jit_compile="auto"):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env["KERAS_BACKEND"] = "torch" if backend == NATIVE else backend
+    if backend == "jax" and args.cpu_devices > 1:
+        # XLA:CPU runs each small convolution on one core; several CPU devices,
+        # data-parallel, put every core to work (see benchmarks/RESULTS.md).
+        flag = f"--xla_force_host_platform_device_count={args.cpu_devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
     command = [sys.executable, os.path.abspath(__file__), "--worker", kind]
     command += ["--arch", args.arch, "--shape", args.shape, "--images", str(args.images)]
     command += ["--epochs", str(args.epochs), "--latent-dim", str(args.latent_dim)]
     command += ["--width", str(args.width), "--batch-sizes", str(batch_size)]
     command += ["--precisions", precision, "--bn" if args.bn else "--no-bn"]
-    command += ["--jit-compile", jit_compile]
+    command += ["--jit-compile", jit_compile, "--cpu-devices", str(args.cpu_devices)]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
@@ -358,6 +380,13 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=4, help="1 warm-up + timed epochs")
     parser.add_argument("--latent-dim", type=int, default=128)
     parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=1,
+        help="JAX only: split the CPU into this many devices and train data-parallel "
+        "over them (keras.distribution.DataParallel)",
+    )
     parser.add_argument("--pipeline", action="store_true", help="also time the tf.data pipeline")
     parser.add_argument("--inference", action="store_true", help="also time inference")
     parser.add_argument("--json", help="write the results here")

@@ -170,6 +170,15 @@ def test_importance_weighting_tightens_the_bound(trained):
     assert iwae.mean() <= elbo + 1e-3
     again = metrics.importance_weighted_nll(trained, images, num_samples=32, seed=0)
     np.testing.assert_array_equal(iwae, again)
+    # A posterior the caller already has gives the same numbers as encoding again.
+    posterior = trained.encode(images)
+    given = metrics.importance_weighted_nll(trained, images, 32, seed=0, posterior=posterior)
+    np.testing.assert_allclose(given, iwae, rtol=1e-6)
+    np.testing.assert_allclose(
+        metrics.negative_elbo(trained, images, seed=3, posterior=posterior),
+        metrics.negative_elbo(trained, images, seed=3),
+        rtol=1e-6,
+    )
     with pytest.raises(ValueError, match="num_samples"):
         metrics.importance_weighted_nll(trained, images, num_samples=0)
 

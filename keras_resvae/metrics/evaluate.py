@@ -55,9 +55,12 @@ def evaluate_vae(vae, images, iwae_samples=16, features=None, batch_size=64, see
         parts["lv"].append(ops.convert_to_numpy(z_log_var))
         for name, function in (("mse", per_pixel_mse), ("psnr", psnr), ("ssim", ssim)):
             parts[name].append(ops.convert_to_numpy(function(batch, reconstructions, activation)))
-        parts["elbo"].append(negative_elbo(vae, batch, seed=seed + index))
+        posterior = (z_mean, z_log_var)
+        parts["elbo"].append(negative_elbo(vae, batch, seed + index, posterior))
         if iwae_samples:
-            parts["iwae"].append(importance_weighted_nll(vae, batch, iwae_samples, seed + index))
+            parts["iwae"].append(
+                importance_weighted_nll(vae, batch, iwae_samples, seed + index, posterior)
+            )
     joined = {name: np.concatenate(values) for name, values in parts.items() if values}
     num_dims = math.prod(vae.image_shape)
     latent = latent_statistics(joined["mu"], joined["lv"])

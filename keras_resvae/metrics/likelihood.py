@@ -69,8 +69,20 @@ def log_mean_exp(log_weights, axis=0):
     return ops.squeeze(peak, axis=axis) + ops.log(mean)
 
 
-def negative_elbo(vae, images, seed=0):
+def _posterior(vae, images, posterior):
+    """`(z_mean, z_log_var)` of `images`: encoded here, or the caller's when given."""
+    return vae.encode(images) if posterior is None else posterior
+
+
+def negative_elbo(vae, images, seed=0, posterior=None):
     """-ELBO per image with one posterior sample: -log p(x|z) + KL(q(z|x) || p(z)), nats.
+
+    Args:
+        vae: a `keras_resvae.VAE`.
+        images: `(batch, H, W, C)` in the model's pixel range.
+        seed: int. The same seed gives the same value.
+        posterior: optional `(z_mean, z_log_var)` of `images` from `vae.encode`,
+            to save encoding them again.
 
     Returns:
         `(batch,)` float32 NumPy array.
@@ -79,14 +91,14 @@ def negative_elbo(vae, images, seed=0):
     >>> negative_elbo(vae, x_test[:64]).mean()
     """
     images = vae.check_images(images)
-    z_mean, z_log_var = vae.encode(images)
+    z_mean, z_log_var = _posterior(vae, images, posterior)
     z = z_mean + ops.exp(0.5 * z_log_var) * random.normal(ops.shape(z_mean), seed=seed)
     log_sigma = _posterior_mean_log_sigma(vae, images, z_mean)
     reconstruction = _decoder_nll(vae, images, vae.decoder(z, training=False), log_sigma)
     return ops.convert_to_numpy(reconstruction + losses.kl_divergence(z_mean, z_log_var))
 
 
-def importance_weighted_nll(vae, images, num_samples=16, seed=0):
+def importance_weighted_nll(vae, images, num_samples=16, seed=0, posterior=None):
     """Importance-weighted estimate of -log p(x) with K posterior samples, nats per image.
 
         -log p(x) ~= -log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x)
@@ -102,6 +114,7 @@ def importance_weighted_nll(vae, images, num_samples=16, seed=0):
         images: `(batch, H, W, C)` in the model's pixel range.
         num_samples: int >= 1. K.
         seed: int. The same seed gives the same estimate.
+        posterior: optional `(z_mean, z_log_var)` of `images` from `vae.encode`.
 
     Returns:
         `(batch,)` float32 NumPy array.
@@ -112,7 +125,7 @@ def importance_weighted_nll(vae, images, num_samples=16, seed=0):
     if int(num_samples) < 1:
         raise ValueError(f"`num_samples` must be at least 1. Received: {num_samples!r}")
     images = vae.check_images(images)
-    z_mean, z_log_var = vae.encode(images)
+    z_mean, z_log_var = _posterior(vae, images, posterior)
     log_sigma = _posterior_mean_log_sigma(vae, images, z_mean)
     generator = random.SeedGenerator(seed)
     log_weights = []
