@@ -4,11 +4,11 @@
 backend we could time (`benchmarks/RESULTS.md`, 2 CPU cores):
 
 - JAX: always XLA (`jax.jit`); there is no uncompiled alternative worth having.
-- TensorFlow: a `tf.function` graph without XLA on a CPU-only machine (XLA ran
-  this ResNet-18 VAE at 100 images/s against 339 without it, because XLA's CPU
-  convolutions are slower than oneDNN's), and with XLA when a GPU is visible.
+- TensorFlow: a `tf.function` graph without XLA on a CPU-only machine (with
+  XLA this ResNet-18 VAE trained at 201.7 images/s against 258.8 without it,
+  and 131.3 against 354.5 in a second run), and with XLA when a GPU is visible.
 - PyTorch: eager. `torch.compile` (`jit_compile=True`) trains correctly but took
-  98 s to compile and then ran at 201 against 232 images/s on CPU; it is an
+  102 s to compile and then ran at 194.9 against 240.2 images/s on CPU; it is an
   option for GPUs, where fewer kernel launches can pay for the compilation.
 """
 
