@@ -205,7 +205,7 @@ def main():
 @click.option(
     "--jit-compile",
     type=click.Choice(list(JIT_COMPILE_CHOICES)),
-    default="auto",
+    default=FIT_DEFAULTS["jit_compile"],
     show_default=True,
     callback=lambda ctx, param, value: JIT_COMPILE_CHOICES[value],
     help="Compile the training step: auto = the fastest measured per backend (JAX: XLA; "
