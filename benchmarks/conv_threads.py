@@ -53,48 +53,46 @@ def _row(shape, forward, gradient, x, w, repeats):
     }
 
 
+def _measure_all(forward, gradient, to_tensor, repeats):
+    """Times `forward` and `gradient` at every shape of `SHAPES`, on seeded random inputs."""
+    import numpy as np
+
+    results = []
+    for batch, size, channels in SHAPES:
+        rng = np.random.default_rng(0)
+        x = to_tensor(rng.random((batch, size, size, channels), dtype=np.float32))
+        w = to_tensor(rng.random((3, 3, channels, channels), dtype=np.float32))
+        results.append(_row((batch, size, size, channels), forward, gradient, x, w, repeats))
+    return results
+
+
 def worker_jax(repeats):
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
-    results = []
-    for batch, size, channels in SHAPES:
-        rng = np.random.default_rng(0)
-        x = jnp.asarray(rng.random((batch, size, size, channels), dtype=np.float32))
-        w = jnp.asarray(rng.random((3, 3, channels, channels), dtype=np.float32))
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
 
-        def conv(x, w):
-            return jax.lax.conv_general_dilated(
-                x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
-
-        forward = jax.jit(conv)
-        gradient = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))
-        results.append(_row((batch, size, size, channels), forward, gradient, x, w, repeats))
-    return results
+    forward = jax.jit(conv)
+    gradient = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))
+    return _measure_all(forward, gradient, jnp.asarray, repeats)
 
 
 def worker_tensorflow(repeats):
-    import numpy as np
     import tensorflow as tf
 
-    results = []
-    for batch, size, channels in SHAPES:
-        rng = np.random.default_rng(0)
-        x = tf.constant(rng.random((batch, size, size, channels), dtype=np.float32))
-        w = tf.constant(rng.random((3, 3, channels, channels), dtype=np.float32))
-        forward = tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"))
+    forward = tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"))
 
-        @tf.function
-        def gradient(x, w):
-            with tf.GradientTape() as tape:
-                tape.watch([x, w])
-                loss = tf.reduce_sum(tf.nn.conv2d(x, w, 1, "SAME") ** 2)
-            return tape.gradient(loss, [x, w])
+    @tf.function
+    def gradient(x, w):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            loss = tf.reduce_sum(tf.nn.conv2d(x, w, 1, "SAME") ** 2)
+        return tape.gradient(loss, [x, w])
 
-        results.append(_row((batch, size, size, channels), forward, gradient, x, w, repeats))
-    return results
+    return _measure_all(forward, gradient, tf.constant, repeats)
 
 
 WORKERS = {"jax": worker_jax, "tensorflow": worker_tensorflow}

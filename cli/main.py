@@ -421,6 +421,14 @@ def sample(run_or_model, num, seed, out_path):
 @likelihood_option
 @seed_option
 @click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train each variant this many times, with seeds --seed, --seed+1, ...; "
+    "the table shows mean ± standard deviation (figures: the first seed).",
+)
+@click.option(
     "--eval-images",
     type=click.IntRange(min=2),
     default=1000,
@@ -430,7 +438,9 @@ def sample(run_or_model, num, seed, out_path):
 @metric_options
 @backend_option
 @user_errors
-def compare(out, variants, center, eval_images, iwae_samples, fid, inception_weights, **options):
+def compare(
+    out, variants, center, repeats, eval_images, iwae_samples, fid, inception_weights, **options
+):
     """Train several variants on the same budget and write a comparison report.
 
     The report directory gets results.md, results.csv, reconstructions.png,
@@ -442,6 +452,7 @@ def compare(out, variants, center, eval_images, iwae_samples, fid, inception_wei
       resvae compare --out reports/study
       resvae compare --variants basic,resnet18-nobn --center --epochs 5 --limit 1000
       resvae compare --dataset cifar10 --width 1 --latent-dim 128 --epochs 30
+      resvae compare --variants resnet18-bn,resnet18-nobn --center --repeats 3
     """
     from keras_resvae.compare import run_comparison
 
@@ -451,6 +462,7 @@ def compare(out, variants, center, eval_images, iwae_samples, fid, inception_wei
         out=out,
         variants=variants.split(","),
         center=center,
+        repeats=repeats,
         eval_images=eval_images,
         iwae_samples=iwae_samples,
         features=features,

@@ -4,10 +4,13 @@ A variant is named `ARCH[-bn|-nobn][-skip][-tanh]`: `resnet18-nobn-skip` is a
 ResNet-18 VAE without batch norm with skip connections in the encoder;
 `-tanh` trains on data centred in [-1, 1] with a tanh output (the study's
 centring). Every variant gets the same dataset, epochs, seed and likelihood.
+With `repeats` > 1 every variant is trained that many times, with the seeds
+`seed`, `seed + 1`, ..., and the table shows each metric's mean and spread.
 
 The report directory holds:
 
-    runs/<variant>/       an ordinary run directory per variant (resumable)
+    runs/<variant>/       an ordinary run directory per variant (resumable);
+                          runs/<variant>-seed<N>/ for the repeats
     results.csv           one row per variant
     results.md            the same as a Markdown table, with the command
     reconstructions.png   the same test images reconstructed by every variant
@@ -24,6 +27,7 @@ from keras_resvae.architectures import ARCHITECTURES
 from keras_resvae.callbacks import write_json_atomically
 from keras_resvae.runs import (
     CONFIG,
+    FIT_DEFAULTS,
     HISTORY,
     MODEL,
     evaluate_model,
@@ -40,6 +44,8 @@ VARIANT_FLAGS = {
     "skip": ("skip", True),
     "tanh": ("center", True),
 }
+# Metrics whose standard deviation over repeats the report shows.
+SPREAD = ("val_loss", "mse", "psnr", "ssim", "blur", "bits_per_dim_8bit")
 # A budget that finishes on a CPU in minutes; every value can be overridden.
 COMPARE_DEFAULTS = dict(epochs=8, width=0.25, latent_dim=16)
 
@@ -123,6 +129,7 @@ def run_comparison(
     verbose="auto",
     log=print,
     command=None,
+    repeats=1,
     **fit_options,
 ):
     """Trains every variant on the same budget, evaluates them and writes the report.
@@ -137,6 +144,9 @@ def run_comparison(
         verbose: Keras progress bar setting for each fit.
         log: where progress lines go.
         command: str or None. The command to quote in results.md.
+        repeats: int >= 1. Trainings per variant, with seeds `seed`, `seed + 1`,
+            ...; the rows hold the means and `<metric>_std` columns. The
+            figures show the first seed's models.
         **fit_options: the shared budget and data, any `fit_run` option
             (`dataset`, `epochs`, `limit`, `width`, `latent_dim`, `likelihood`,
             `seed`, ...). Defaults: `COMPARE_DEFAULTS`, then `FIT_DEFAULTS`.
@@ -152,22 +162,58 @@ def run_comparison(
     for key in ("arch", "use_batch_norm", "skip", "center"):
         if key in shared:
             raise ValueError(f"`{key}` is set by each variant's name, not for the comparison.")
+    if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 1:
+        raise ValueError(f"`repeats` must be an integer >= 1. Received: {repeats!r}")
+    first_seed = shared.get("seed", FIT_DEFAULTS["seed"])
     rows, models = [], []
     for index, name in enumerate(names, 1):
-        log(f"[{index}/{len(names)}] {name}")
-        run_dir = os.path.join(out, "runs", name)
-        config = _train(run_dir, variant_options(name, shared), verbose)
-        vae = load_model(os.path.join(run_dir, MODEL))
-        data = load_data_for(config)
-        metrics = evaluate_model(vae, data, eval_images, iwae_samples, features, config["seed"])
-        write_json_atomically(os.path.join(run_dir, "evaluation.json"), metrics)
-        history = _read_history(os.path.join(run_dir, HISTORY))
-        rows.append(_row(name, config, vae, history, metrics))
-        models.append((name, vae, test_images(data, eval_images), history))
+        repeat_rows = []
+        for seed in range(first_seed, first_seed + int(repeats)):
+            log(f"[{index}/{len(names)}] {name}" + (f" (seed {seed})" if repeats > 1 else ""))
+            suffix = "" if seed == first_seed else f"-seed{seed}"
+            run_dir = os.path.join(out, "runs", name + suffix)
+            config = _train(run_dir, {**variant_options(name, shared), "seed": seed}, verbose)
+            vae = load_model(os.path.join(run_dir, MODEL))
+            data = load_data_for(config)
+            metrics = evaluate_model(vae, data, eval_images, iwae_samples, features, seed)
+            write_json_atomically(os.path.join(run_dir, "evaluation.json"), metrics)
+            history = _read_history(os.path.join(run_dir, HISTORY))
+            repeat_rows.append(_row(name, config, vae, history, metrics))
+            if seed == first_seed:
+                models.append((name, vae, test_images(data, eval_images), history))
+        rows.append(combine_repeats(repeat_rows))
     from keras_resvae import report
 
     report.write_report(out, rows, models, command=command, seed=shared.get("seed", 0))
     return rows
+
+
+def combine_repeats(rows):
+    """One row from the rows of a variant's repeats: means, and the spread of `SPREAD`.
+
+    Values that are the same in every repeat stay as they are; other numbers
+    become their mean. `<metric>_std` is the sample standard deviation.
+
+    Example:
+    >>> combine_repeats([{"variant": "basic", "mse": 0.004}, {"variant": "basic", "mse": 0.006}])
+    {'variant': 'basic', 'mse': 0.005, 'repeats': 2, 'mse_std': 0.001414213562373095}
+    """
+    if len(rows) == 1:
+        return rows[0]
+    combined = {}
+    for key in rows[0]:
+        values = [row.get(key) for row in rows]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numeric and len(set(values)) > 1:
+            combined[key] = statistics.fmean(values)
+        else:
+            combined[key] = values[0]
+    combined["repeats"] = len(rows)
+    for key in SPREAD:
+        values = [row[key] for row in rows if row.get(key) is not None]
+        if len(values) == len(rows):
+            combined[f"{key}_std"] = statistics.stdev(values)
+    return combined
 
 
 def _row(name, config, vae, history, metrics):

@@ -37,6 +37,7 @@ originals' power above a quarter of the Nyquist frequency (1 = as sharp as the o
 on the 8-bit scale (density on [0, 1] + 8; see `keras_resvae.metrics.likelihood`). Active
 units: latent dimensions whose posterior mean varies over the test set (variance > 0.01),
 out of {latent_dim}. s/epoch: median training time of the epochs after the first.
+With repeats, a cell is the mean over the seeds, ± their standard deviation where shown.
 """
 
 
@@ -81,8 +82,11 @@ def results_markdown(rows, command=""):
         for key, _, fmt in columns:
             value = row.get(key)
             if key == "active_units" and value is not None:
-                value = f"{value}/{row['latent_dim']}"
-            cells.append("" if value is None else fmt.format(value))
+                value = f"{value:g}/{row['latent_dim']}"
+            cell = "" if value is None else fmt.format(value)
+            if row.get(f"{key}_std") is not None:
+                cell += " ± " + fmt.format(row[f"{key}_std"])
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     text = "# VAE comparison\n\n"
     if command:

@@ -1,6 +1,7 @@
 """`resvae compare`: variants, the report files and resuming."""
 
 import csv
+import json
 import math
 
 import keras
@@ -9,7 +10,12 @@ import pytest
 from click.testing import CliRunner
 from keras_resvae.cli.main import main
 
-from keras_resvae.compare import DEFAULT_VARIANTS, parse_variant, variant_names
+from keras_resvae.compare import (
+    DEFAULT_VARIANTS,
+    combine_repeats,
+    parse_variant,
+    variant_names,
+)
 
 TINY = ["--epochs", 1, "--limit", 64, "--width", 0.125, "--latent-dim", 4, "--batch-size", 32]
 TINY += ["--eval-images", 32, "--iwae-samples", 2]
@@ -93,3 +99,35 @@ def test_compare_writes_every_file_and_resumes(tmp_path, monkeypatch):
     result = invoke("--out", out, "--variants", "basic", *TINY[:-4], "--latent-dim", 8)
     assert result.exit_code == 1 and "trained with other settings" in result.output
     assert np.isfinite(float(rows[0]["mse"]))
+
+
+def test_combine_repeats_means_what_varies_and_keeps_what_does_not():
+    rows = [
+        {"variant": "basic", "parameters": 10, "mse": 0.004, "ssim": 0.8, "skip": False},
+        {"variant": "basic", "parameters": 10, "mse": 0.008, "ssim": 0.9, "skip": False},
+    ]
+    combined = combine_repeats(rows)
+    assert combined["variant"] == "basic" and combined["parameters"] == 10
+    assert combined["skip"] is False and combined["repeats"] == 2
+    assert combined["mse"] == pytest.approx(0.006) and combined["ssim"] == pytest.approx(0.85)
+    assert combined["mse_std"] == pytest.approx(np.std([0.004, 0.008], ddof=1))
+    assert combine_repeats(rows[:1]) == rows[0]
+
+
+@pytest.mark.slow
+def test_repeats_train_each_variant_with_consecutive_seeds(tmp_path):
+    out = tmp_path / "report"
+    result = invoke("--out", out, "--variants", "basic", "--repeats", 2, "--seed", 3, *TINY)
+    assert result.exit_code == 0, result.output
+    evaluations = []
+    for run, seed in (("basic", 3), ("basic-seed4", 4)):
+        assert json.loads((out / "runs" / run / "config.json").read_text())["seed"] == seed
+        evaluations.append(json.loads((out / "runs" / run / "evaluation.json").read_text()))
+    with open(out / "results.csv") as file:
+        (row,) = list(csv.DictReader(file))
+    mses = [evaluation["mse"] for evaluation in evaluations]
+    assert mses[0] != mses[1]  # other initial weights, other result
+    assert float(row["mse"]) == pytest.approx(np.mean(mses))
+    assert float(row["mse_std"]) == pytest.approx(np.std(mses, ddof=1))
+    assert row["repeats"] == "2"
+    assert " ± " in (out / "results.md").read_text()
