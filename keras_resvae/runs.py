@@ -204,6 +204,10 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
             )
         config = resolve_fit_config(**options)
 
+    # Before the data: TensorFlow's global seed also shapes the pipeline's
+    # shuffling, so a run must not depend on what ran before it in the process.
+    # Then the initial weights, noise and order all follow from the seed.
+    keras.utils.set_random_seed(config["seed"])
     data = load_data_for(config)
     resolve_architecture(
         config["arch"], data.image_shape, config["latent_dim"], **_arch_options(config)
@@ -220,8 +224,6 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
             vae = load_model(checkpoint[0])
             initial_epoch = checkpoint[1]
         else:
-            # The seed fixes the initial weights too, so a run can be repeated.
-            keras.utils.set_random_seed(config["seed"])
             vae = _build_model(config, data.image_shape)
             vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
         write_json_atomically(config_path, config)
