@@ -82,7 +82,7 @@ def results_markdown(rows, command=""):
         for key, _, fmt in columns:
             value = row.get(key)
             if key == "active_units" and value is not None:
-                value = f"{value:g}/{row['latent_dim']}"
+                value = f"{value:.3g}/{row['latent_dim']}"  # a mean over repeats: 10.7/16
             cell = "" if value is None else fmt.format(value)
             if row.get(f"{key}_std") is not None:
                 cell += " ± " + fmt.format(row[f"{key}_std"])
