@@ -184,7 +184,7 @@ def run_comparison(
         rows.append(combine_repeats(repeat_rows))
     from keras_resvae import report
 
-    report.write_report(out, rows, models, command=command, seed=shared.get("seed", 0))
+    report.write_report(out, rows, models, command=command, seed=first_seed)
     return rows
 
 

@@ -23,7 +23,7 @@ def check_jit_compile(jit_compile):
     Example:
     >>> vae.compile(optimizer="adam", jit_compile=check_jit_compile("off"))
     """
-    if isinstance(jit_compile, bool) or jit_compile == "auto":
+    if isinstance(jit_compile, bool):
         return jit_compile
     if jit_compile in JIT_COMPILE_CHOICES:
         return JIT_COMPILE_CHOICES[jit_compile]
