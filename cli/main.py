@@ -1,7 +1,9 @@
 """`resvae`: train, inspect and use keras-resvae models from the shell.
 
-Keras is imported only inside the commands, after `--backend` has set
-KERAS_BACKEND: Keras reads it once, at import.
+Keras reads KERAS_BACKEND once, at import, and importing this module imports
+keras_resvae and so Keras. `keras_resvae.startup` therefore reads `--backend`
+from the command line before that import; the option's callback below only
+checks that it took effect.
 """
 
 import functools
@@ -31,7 +33,8 @@ def _set_backend(ctx, param, value):
     import keras  # importing keras_resvae.cli has imported it already
 
     if keras.backend.backend() != value:
-        # Keras reads KERAS_BACKEND once, at import: start again with it set.
+        # Keras started on another backend (the command line was not read
+        # before it was imported, e.g. under `python -m`): start again with it set.
         if ctx.find_root().info_name == "resvae" and not os.environ.get("_RESVAE_REEXEC"):
             os.environ["_RESVAE_REEXEC"] = "1"
             sys.stdout.flush()
@@ -137,7 +140,6 @@ def latent_dim_option(default):
 @click.version_option(package_name="keras-resvae")
 def main():
     """Variational autoencoders with basic and ResNet networks (Keras 3)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @main.command()

@@ -5,10 +5,17 @@ Example:
 >>> vae = keras_resvae.build_vae("resnet18", (32, 32, 3), latent_dim=128)
 >>> vae.compile(optimizer="adam")
 >>> vae.fit(x_train, epochs=30, batch_size=128)
+>>> vae.save("vae.keras")
+>>> vae = keras_resvae.load_vae("vae.keras")  # any backend, any process
 """
 
-from keras_resvae import losses
-from keras_resvae.architectures import (
+# Before Keras is imported: the `resvae` command's --backend, and a quiet TensorFlow.
+from keras_resvae.startup import prepare_keras_import
+
+prepare_keras_import()
+
+from keras_resvae import losses  # noqa: E402
+from keras_resvae.architectures import (  # noqa: E402
     ARCHITECTURES,
     LatentHead,
     build_networks,
@@ -16,9 +23,10 @@ from keras_resvae.architectures import (
     encoder_from_backbone,
     get_architecture,
 )
-from keras_resvae.build import build_vae
-from keras_resvae.sampling import Sampling
-from keras_resvae.vae import VAE
+from keras_resvae.build import build_vae  # noqa: E402
+from keras_resvae.runs import load_vae  # noqa: E402
+from keras_resvae.sampling import Sampling  # noqa: E402
+from keras_resvae.vae import VAE  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -33,5 +41,6 @@ __all__ = [
     "build_vae",
     "encoder_from_backbone",
     "get_architecture",
+    "load_vae",
     "losses",
 ]

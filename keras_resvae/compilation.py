@@ -1,4 +1,4 @@
-"""How the training step is compiled: Keras's `jit_compile`, chosen per backend.
+"""How the training step is compiled (Keras's `jit_compile`, per backend), and how that is saved.
 
 `"auto"` (the default) lets Keras choose, which measured fastest on every
 backend we could time (`benchmarks/RESULTS.md`, 2 CPU cores):
@@ -31,3 +31,58 @@ def check_jit_compile(jit_compile):
         f"`jit_compile` must be one of {list(JIT_COMPILE_CHOICES)} (or True/False). "
         f"Received: jit_compile={jit_compile!r}"
     )
+
+
+def portable_compile_config(config, auto_jit_compile=None):
+    """A `.keras` compile config that compiles and trains on every backend.
+
+    Keras saves what `compile` received as this backend has it, and two parts
+    of that do not travel:
+
+    - On PyTorch, `keras.optimizers.Adam` is a torch-specific subclass, saved
+      under its module `keras.src.backend.torch.optimizers.torch_adam`. Loaded
+      under TensorFlow or JAX, that module gives back the torch class, whose
+      update fails there (`expected Tensor ... but got ResourceVariable`). Every
+      optimizer saved under a `keras.src.backend.*` module is saved as its
+      public `keras.optimizers` class instead, which each backend resolves to
+      its own; the optimizer's variables are the same on every backend, so its
+      state loads as it was.
+    - `jit_compile` is saved resolved for this backend (True on JAX), which
+      would switch on torch.compile on PyTorch. When it is just this backend's
+      default (`auto_jit_compile`), "auto" is saved.
+
+    Files saved before this existed are fixed the same way when they load.
+
+    Args:
+        config: dict from `Model.get_compile_config()` (or a `.keras` file).
+        auto_jit_compile: what "auto" resolves to on this backend, or None.
+
+    Returns:
+        A new dict; `config` is left as it was.
+
+    Example:
+    >>> portable_compile_config(vae.get_compile_config())["optimizer"]["module"]
+    'keras.optimizers'
+    """
+    import keras
+
+    def portable(value):
+        if isinstance(value, dict):
+            value = {key: portable(item) for key, item in value.items()}
+            module, name = value.get("module"), value.get("class_name")
+            if (
+                isinstance(module, str)
+                and module.startswith("keras.src.backend.")
+                and isinstance(getattr(keras.optimizers, str(name), None), type)
+            ):
+                value["module"] = "keras.optimizers"
+                value["registered_name"] = None
+            return value
+        if isinstance(value, list):
+            return [portable(item) for item in value]
+        return value
+
+    config = portable(config or {})
+    if config and auto_jit_compile is not None and config.get("jit_compile") == auto_jit_compile:
+        config["jit_compile"] = "auto"
+    return config

@@ -22,7 +22,7 @@ def local_devices():
     if backend == "jax":
         return keras.distribution.list_devices()
     if backend == "tensorflow":
-        from keras_resvae.datasets.pipeline import import_tensorflow
+        from keras_resvae.startup import import_tensorflow
 
         tf = import_tensorflow()
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
@@ -69,7 +69,7 @@ def data_parallel(enabled=True, batch_size=None):
         finally:
             keras.distribution.set_distribution(previous)
     else:
-        from keras_resvae.datasets.pipeline import import_tensorflow
+        from keras_resvae.startup import import_tensorflow
 
         strategy = import_tensorflow().distribute.MirroredStrategy(devices)
         with strategy.scope():

@@ -34,7 +34,9 @@ def save_png(path, image):
     The file appears complete or not at all: it is written to a temporary file in
     the same folder and renamed.
     """
-    import tensorflow as tf  # PNG encoding; kept out of the core's imports
+    from keras_resvae.startup import import_tensorflow  # PNG encoding, kept out of the core
+
+    tf = import_tensorflow()
 
     data = tf.io.encode_png(np.asarray(image, dtype="uint8")).numpy()
     with atomic_path(path) as temporary, open(temporary, "wb") as file:

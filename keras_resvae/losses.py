@@ -180,32 +180,45 @@ def gaussian_nll(images, logits, output_activation="sigmoid", sigma=0.1):
     return _gaussian_nll_with_log_sigma(images, logits, output_activation, math.log(float(sigma)))
 
 
-def optimal_log_sigma(images, logits, output_activation="sigmoid", min_log_sigma=-6.0):
+def optimal_log_sigma(
+    images, logits, output_activation="sigmoid", min_log_sigma=-6.0, sample_weight=None
+):
     """The log of the batch's maximum-likelihood shared sigma: log sqrt(MSE).
 
     For one sigma shared by every pixel of the batch, the Gaussian likelihood is
     maximised at sigma^2 = mean squared error over the batch (Rybkin et al. 2021).
-    The result is floored at `min_log_sigma` so a perfect reconstruction cannot
-    drive the loss to -inf; above the floor it is exact.
+    With per-image weights w_i the weighted likelihood is maximised at the
+    weighted MSE, sum_i w_i SE_i / (D sum_i w_i), where SE_i is image i's sum of
+    squared errors over its D pixels. The result is floored at `min_log_sigma`
+    so a perfect reconstruction cannot drive the loss to -inf; above the floor
+    it is exact.
 
     Returns:
         A scalar tensor (log of [0, 1]-scale pixel units).
     """
     targets = to_unit_interval(images, output_activation)
     mean = unit_interval_mean(logits, output_activation)
-    mse = ops.mean(ops.square(targets - mean))
+    per_image = ops.mean(ops.square(targets - mean), axis=tuple(range(1, len(targets.shape))))
+    if sample_weight is None:
+        mse = ops.mean(per_image)
+    else:
+        weights = ops.cast(sample_weight, "float32")
+        # All-zero weights give MSE 0 (the floor), not 0/0.
+        mse = ops.sum(weights * per_image) / ops.maximum(ops.sum(weights), 1e-12)
     log_sigma = 0.5 * ops.log(mse + 1e-12)
     return ops.maximum(log_sigma, min_log_sigma)
 
 
-def gaussian_learned_nll(images, logits, output_activation="sigmoid", min_log_sigma=-6.0):
+def gaussian_learned_nll(
+    images, logits, output_activation="sigmoid", min_log_sigma=-6.0, sample_weight=None
+):
     """Calibrated-decoder Gaussian negative log-likelihood (sigma-VAE).
 
     One sigma shared by all pixels is set analytically to the batch's root mean
-    squared error (`optimal_log_sigma`), then the Gaussian NLL of `gaussian_nll`
-    is evaluated with it. At that sigma, the NLL per image is
-    D/2 * (1 + log(2 pi MSE)), so the balance between reconstruction and KL is
-    learned rather than tuned with beta.
+    squared error (`optimal_log_sigma`; weighted by `sample_weight` when given),
+    then the Gaussian NLL of `gaussian_nll` is evaluated with it. At that sigma,
+    the NLL per image is D/2 * (1 + log(2 pi MSE)), so the balance between
+    reconstruction and KL is learned rather than tuned with beta.
 
     Reference: Rybkin, Daniilidis, Levine (2021), "Simple and Effective VAE
     Training with Calibrated Decoders", ICML.
@@ -216,12 +229,19 @@ def gaussian_learned_nll(images, logits, output_activation="sigmoid", min_log_si
     Example:
     >>> gaussian_learned_nll(images, decoder(z), "sigmoid")
     """
-    log_sigma = optimal_log_sigma(images, logits, output_activation, min_log_sigma)
+    log_sigma = optimal_log_sigma(
+        images, logits, output_activation, min_log_sigma, sample_weight=sample_weight
+    )
     return _gaussian_nll_with_log_sigma(images, logits, output_activation, log_sigma)
 
 
-def reconstruction_nll(likelihood, images, logits, output_activation="sigmoid", sigma=0.1):
+def reconstruction_nll(
+    likelihood, images, logits, output_activation="sigmoid", sigma=0.1, sample_weight=None
+):
     """Dispatches to the named likelihood; returns `(batch,)` nats per image.
+
+    `sample_weight` only matters to `gaussian_learned`, whose shared sigma is
+    fitted to the (weighted) batch; the others score each image on its own.
 
     Example:
     >>> reconstruction_nll("gaussian_learned", images, decoder(z), "sigmoid")
@@ -231,7 +251,25 @@ def reconstruction_nll(likelihood, images, logits, output_activation="sigmoid", 
         return bernoulli_nll(images, logits, output_activation)
     if likelihood == "gaussian":
         return gaussian_nll(images, logits, output_activation, sigma)
-    return gaussian_learned_nll(images, logits, output_activation)
+    return gaussian_learned_nll(images, logits, output_activation, sample_weight=sample_weight)
+
+
+def weighted_mean(values, sample_weight=None):
+    """The batch mean of per-example `values`, weighted as Keras weights a loss.
+
+        mean_i(w_i * v_i)    (the mean of v when `sample_weight` is None)
+
+    That is Keras's "sum_over_batch_size" reduction: weights scale each
+    example's contribution, and the divisor is the batch size, not the sum of
+    the weights. Units are those of `values`.
+
+    Example:
+    >>> weighted_mean(keras.ops.array([1.0, 3.0]), keras.ops.array([1.0, 0.0]))  # 0.5
+    """
+    values = ops.cast(values, "float32")
+    if sample_weight is None:
+        return ops.mean(values)
+    return ops.mean(ops.cast(sample_weight, "float32") * values)
 
 
 def pixel_mse(images, logits, output_activation="sigmoid"):

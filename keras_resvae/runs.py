@@ -41,6 +41,7 @@ from keras_resvae.distribute import data_parallel, local_devices
 from keras_resvae.images import save_png
 from keras_resvae.metrics import evaluate_vae
 from keras_resvae.precision import check_precision, precision_scope
+from keras_resvae.vae import VAE
 
 CONFIG = "config.json"
 MODEL = "model.keras"
@@ -263,16 +264,44 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
 
 
 def load_model(path):
-    """Loads a `.keras` file with a clear error when it is missing or corrupt."""
+    """Loads a keras-resvae `.keras` file with a clear error when it is missing or corrupt."""
     if not os.path.exists(path):
         raise ValueError(f"{path}: no such model file.")
     try:
-        return keras.models.load_model(path)
+        model = keras.models.load_model(path)
     except Exception as error:
         raise ValueError(
             f"{path}: cannot load this model file ({type(error).__name__}: {error}). "
             "It may be truncated or not a keras-resvae model."
         ) from error
+    if not isinstance(model, VAE):
+        raise ValueError(
+            f"{path} holds a {type(model).__name__}, not a keras-resvae VAE: load it with "
+            "keras.models.load_model."
+        )
+    return model
+
+
+def load_vae(path):
+    """Loads a trained VAE from a `.keras` file or a run directory, on the running backend.
+
+    Unlike a bare `keras.models.load_model`, this needs nothing imported first
+    (Keras finds the `VAE` class only once `keras_resvae` is imported), takes
+    a run directory (its `model.keras`, else its latest checkpoint), and says
+    clearly what is wrong with a missing or damaged file. The model comes back
+    compiled, with its optimizer state, ready to `fit` further on any backend.
+
+    Args:
+        path: str. A `.keras` file, or a run directory of `resvae fit`.
+
+    Returns:
+        A `keras_resvae.VAE`.
+
+    Example:
+    >>> vae = keras_resvae.load_vae("runs/quickstart")
+    >>> vae.fit(x_train, epochs=2)  # continues with the saved optimizer state
+    """
+    return load_model(resolve_model_path(path))
 
 
 def resolve_model_path(path):

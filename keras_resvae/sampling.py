@@ -53,6 +53,11 @@ class Sampling(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape[0]
 
+    def compute_output_spec(self, inputs, deterministic=False):
+        # Always float32, also under a mixed policy (the noise and the KL need it);
+        # Keras would otherwise infer the policy's compute dtype.
+        return keras.KerasTensor(inputs[0].shape, dtype="float32")
+
     def get_config(self):
         config = super().get_config()
         config["seed"] = self.seed

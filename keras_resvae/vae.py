@@ -1,14 +1,19 @@
 """The VAE model: encoder + sampling + decoder, trained on the ELBO."""
 
+import contextlib
 import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_resvae import losses
+from keras_resvae import inputs, losses
+from keras_resvae.compilation import portable_compile_config
 from keras_resvae.sampling import Sampling, clip_log_var
 from keras_resvae.training import backend_steps
+
+# Final activations that would squash the decoder's logits before the VAE's own.
+SQUASHING_ACTIVATIONS = ("sigmoid", "tanh", "hard_sigmoid", "hard_tanh", "softmax", "softsign")
 
 
 @keras.saving.register_keras_serializable(package="keras_resvae")
@@ -32,9 +37,25 @@ class VAE(keras.Model):
     Calling the model reconstructs: through a posterior sample in training, through
     `z_mean` otherwise, so `predict` is deterministic.
 
+    It is a plain Keras model with these differences, each checked:
+    - `compile` takes the optimizer and Keras's execution options; `loss`,
+      `metrics` and their weights are refused, because the objective is the
+      ELBO (choose `likelihood` and `beta` instead).
+    - `fit`, `evaluate` and `predict` take images only: an array, a dict with
+      the encoder's input name as its one key, or a dataset of batches. The
+      images are checked (shape, dtype, pixel range) before any work starts;
+      an explicit `y` other than `x` and `class_weight` are refused, because a
+      VAE reconstructs its input. Targets inside a dataset's elements are
+      ignored.
+    - `sample_weight` weights each image's negative ELBO, reduced as Keras
+      reduces a weighted loss: the batch mean of weight x value.
+    - The decoder returns logits, so `vae.decoder.predict(z)` is not an image:
+      use `vae.decode(z)`.
+
     Args:
         encoder: `keras.Model`, images `(H, W, C)` -> `[z_mean, z_log_var]`.
-        decoder: `keras.Model`, `z` -> logits `(H, W, C)`.
+        decoder: `keras.Model`, `z` -> logits `(H, W, C)`: its last layer must
+            not apply `sigmoid` or `tanh` (the VAE applies `output_activation`).
         likelihood: `"gaussian_learned"` (sigma-VAE, the default), `"gaussian"`
             (fixed `sigma`) or `"bernoulli"`. The calibrated decoder of
             sigma-VAE gave 4-7x lower test MSE than Bernoulli on the built-in
@@ -120,16 +141,32 @@ class VAE(keras.Model):
     # ----------------------------------------------------------------- inference
 
     def check_images(self, images):
-        """Casts `images` to float32 and checks their shape against the model's."""
+        """Checks `images` against the model and returns them as a float32 tensor.
+
+        Accepts a batch `(batch, H, W, C)`, or a dict with the encoder's input
+        name as its one key. NumPy arrays are also checked for dtype and pixel
+        range; inside a traced step only the shape can be checked, and sizes
+        the trace leaves open are fixed to the model's.
+        """
+        images = inputs.unwrap_images(images, self.input_names)
+        if isinstance(images, (np.ndarray, list)):
+            inputs.check_array(images, self.image_shape, self.output_activation)
         images = ops.convert_to_tensor(images)
-        shape = tuple(images.shape)
-        if len(shape) != 4 or shape[1:] != self.image_shape:
-            raise ValueError(
-                f"This VAE takes images of shape (batch, {', '.join(map(str, self.image_shape))})"
-                f". Received: shape {shape}. Resize the data, or build the model with "
-                f"image_shape={shape[1:] if len(shape) == 4 else shape}."
-            )
+        try:
+            shape = tuple(images.shape)
+        except (TypeError, ValueError):  # TensorFlow: a shape of unknown rank
+            shape = None
+        if shape is not None:
+            inputs.check_shape(shape, self.image_shape)
+        if shape is None or None in shape[1:]:
+            images = ops.reshape(images, (-1, *self.image_shape))
         return ops.cast(images, "float32")
+
+    @property
+    def input_names(self):
+        """The encoder's input names: the key a dict of images may use."""
+        names = [getattr(tensor, "name", None) for tensor in getattr(self.encoder, "inputs", [])]
+        return [name for name in names if name] or ["images"]
 
     def encode(self, images, training=False):
         """Images -> `(z_mean, z_log_var)`, float32, log-variance clipped.
@@ -145,6 +182,9 @@ class VAE(keras.Model):
 
     def decode(self, z, training=False):
         """Latent codes `(batch, latent_dim)` -> images in the model's pixel range.
+
+        Use this rather than `vae.decoder(z)`: the decoder returns logits, and
+        the VAE applies `output_activation` here.
 
         Example:
         >>> images = vae.decode(keras.random.normal((8, vae.latent_dim)))
@@ -232,7 +272,7 @@ class VAE(keras.Model):
 
     # ------------------------------------------------------------------ training
 
-    def compute_elbo(self, images, step=None, training=False):
+    def compute_elbo(self, images, step=None, training=False, sample_weight=None):
         """The objective and its terms for one batch (backend-agnostic).
 
         Args:
@@ -240,6 +280,10 @@ class VAE(keras.Model):
             step: completed optimizer steps, for the KL warm-up; None means no
                 warm-up (weight 1), as in evaluation.
             training: bool, passed to the networks (batch norm, dropout).
+            sample_weight: optional `(batch,)` weights of the images. Every term
+                is then the batch mean of weight x value, as Keras reduces a
+                weighted loss, and the learned sigma of `gaussian_learned` is
+                the weighted root MSE.
 
         Returns:
             `(loss, terms)`: the scalar loss (batch mean of the weighted negative
@@ -247,23 +291,34 @@ class VAE(keras.Model):
             `reconstruction_loss`, `kl_loss` and `mse`.
         """
         images = self.check_images(images)
+        if sample_weight is not None:
+            sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
         z_mean, z_log_var = self._encode_checked(images, training)
         z = self.sampling([z_mean, z_log_var])
         logits = self.decoder(z, training=training)
         reconstruction = losses.reconstruction_nll(
-            self.likelihood, images, logits, self.output_activation, self.sigma
+            self.likelihood,
+            images,
+            logits,
+            self.output_activation,
+            self.sigma,
+            sample_weight=sample_weight,
         )
         kl = losses.kl_divergence(z_mean, z_log_var)
         kl_weight = self.beta
         if step is not None:
             kl_weight = kl_weight * losses.kl_warmup_weight(step, self.kl_warmup_steps)
-        loss = ops.mean(losses.negative_elbo(reconstruction, kl, kl_weight))
+        loss = losses.weighted_mean(
+            losses.negative_elbo(reconstruction, kl, kl_weight), sample_weight
+        )
         if self.losses:
             loss = loss + ops.cast(ops.sum(self.losses), "float32")
         terms = {
-            "reconstruction_loss": ops.mean(reconstruction),
-            "kl_loss": ops.mean(kl),
-            "mse": ops.mean(losses.pixel_mse(images, logits, self.output_activation)),
+            "reconstruction_loss": losses.weighted_mean(reconstruction, sample_weight),
+            "kl_loss": losses.weighted_mean(kl, sample_weight),
+            "mse": losses.weighted_mean(
+                losses.pixel_mse(images, logits, self.output_activation), sample_weight
+            ),
         }
         return loss, terms
 
@@ -272,6 +327,202 @@ class VAE(keras.Model):
 
     def test_step(self, *args):
         return self._steps.test_step(self, *args)
+
+    # ------------------------------------------------- the Keras training API
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        loss_weights=None,
+        metrics=None,
+        weighted_metrics=None,
+        **kwargs,
+    ):
+        """Keras's `compile`, without `loss` and `metrics`: the objective is the ELBO.
+
+        Args:
+            optimizer: as in Keras.
+            **kwargs: Keras's execution options (`jit_compile`,
+                `steps_per_execution`, `run_eagerly`, `auto_scale_loss`).
+
+        Raises:
+            ValueError: for `loss`, `loss_weights`, `metrics` or
+                `weighted_metrics`, which this model would otherwise ignore.
+
+        Example:
+        >>> vae.compile(optimizer=keras.optimizers.Adam(3e-4))
+        """
+        if loss is not None or loss_weights is not None:
+            raise ValueError(
+                "A VAE trains on its own objective, the negative ELBO, so "
+                "`compile(loss=...)` would be ignored. Choose the reconstruction term with "
+                f"`likelihood` {list(losses.LIKELIHOODS)} and the KL weight with `beta` "
+                f"when building the VAE. Received: loss={loss!r}, loss_weights={loss_weights!r}"
+            )
+        if metrics is not None or weighted_metrics is not None:
+            raise ValueError(
+                "A VAE reports its own metrics (loss, reconstruction_loss, kl_loss, mse, "
+                "skipped_steps), so `compile(metrics=...)` would be ignored. For image "
+                "quality use keras_resvae.metrics.evaluate_vae(vae, images) (MSE, PSNR, "
+                "SSIM, blur, bits/dim) or a callback. "
+                f"Received: metrics={metrics!r}, weighted_metrics={weighted_metrics!r}"
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras only calls compile() for models that do not override it.
+        config = keras.saving.deserialize_keras_object(portable_compile_config(config))
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
+    ):
+        """Keras's `fit`, with the images checked first (see the class docstring).
+
+        Example:
+        >>> vae.fit(x_train, validation_data=x_test, epochs=10, batch_size=64)
+        """
+        x = self._checked_data(x, y, "fit")
+        if class_weight is not None:
+            raise ValueError(
+                "A VAE has no classes, so `class_weight` does not apply. Weight the images "
+                "with `sample_weight` (one weight per image)."
+            )
+        if validation_data is not None:
+            validation_data = self._checked_validation_data(validation_data)
+        with self._pipeline_errors():
+            return super().fit(
+                x,
+                None,
+                batch_size=batch_size,
+                epochs=epochs,
+                verbose=verbose,
+                callbacks=callbacks,
+                validation_split=validation_split,
+                validation_data=validation_data,
+                shuffle=shuffle,
+                sample_weight=sample_weight,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps,
+                validation_batch_size=validation_batch_size,
+                validation_freq=validation_freq,
+            )
+
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        return_dict=False,
+        **kwargs,
+    ):
+        """Keras's `evaluate`, with the images checked first.
+
+        Example:
+        >>> vae.evaluate(x_test, return_dict=True)
+        """
+        if x is not None:
+            x = self._checked_data(x, y, "evaluate")
+            y = None
+        with self._pipeline_errors():
+            return super().evaluate(
+                x,
+                y,
+                batch_size=batch_size,
+                verbose=verbose,
+                sample_weight=sample_weight,
+                steps=steps,
+                callbacks=callbacks,
+                return_dict=return_dict,
+                **kwargs,
+            )
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Keras's `predict`: deterministic reconstructions, with the images checked first.
+
+        Example:
+        >>> reconstructions = vae.predict(x_test, batch_size=256)
+        """
+        x = self._checked_data(x, None, "predict")
+        with self._pipeline_errors():
+            return super().predict(
+                x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
+            )
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        if class_weight is not None:
+            raise ValueError("A VAE has no classes: use `sample_weight`, one weight per image.")
+        x = self._checked_data(x, y, "train_on_batch")
+        return super().train_on_batch(x, sample_weight=sample_weight, return_dict=return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        x = self._checked_data(x, y, "test_on_batch")
+        return super().test_on_batch(x, sample_weight=sample_weight, return_dict=return_dict)
+
+    def predict_on_batch(self, x):
+        return super().predict_on_batch(self._checked_data(x, None, "predict_on_batch"))
+
+    def _checked_data(self, x, y, method):
+        """`x` checked (arrays whole, datasets batch by batch); an explicit `y` refused."""
+        if y is not None and y is not x:
+            raise ValueError(
+                f"A VAE learns to reconstruct its input, so `{method}` takes no targets `y`. "
+                f"Call {method}(x). To map inputs to other images (denoising), train "
+                "on the targets, or write a model for that task."
+            )
+        x = inputs.unwrap_images(x, self.input_names)
+        if inputs.is_array_like(x):
+            inputs.check_array(
+                ops.convert_to_numpy(x) if not isinstance(x, (np.ndarray, list)) else x,
+                self.image_shape,
+                self.output_activation,
+            )
+            return x
+        return inputs.checked_dataset(x, self.image_shape, self.output_activation, self.input_names)
+
+    def _checked_validation_data(self, data):
+        if not isinstance(data, tuple):
+            return self._checked_data(data, None, "fit")
+        images, targets, sample_weight = (*data, None, None)[:3]
+        images = self._checked_data(images, targets, "fit's validation_data")
+        return (images,) if sample_weight is None else (images, None, sample_weight)
+
+    @contextlib.contextmanager
+    def _pipeline_errors(self):
+        """Turns a failed pipeline check into this package's one-line `ValueError`."""
+        try:
+            yield
+        except Exception as error:
+            translated = inputs.translate_pipeline_error(
+                error, self.image_shape, self.output_activation
+            )
+            if translated is None:
+                raise
+            raise translated from None
 
     # ------------------------------------------------------------- serialisation
 
@@ -291,13 +542,11 @@ class VAE(keras.Model):
         }
 
     def get_compile_config(self):
-        config = super().get_compile_config()
-        # Keras saves `jit_compile` resolved for this backend (True on JAX), which
-        # would switch on torch.compile when the file is loaded under PyTorch.
-        # Save "auto" when the setting is just this backend's default.
-        if config and config.get("jit_compile") == self._resolve_auto_jit_compile():
-            config["jit_compile"] = "auto"
-        return config
+        # Portable: a file saved under one backend compiles and trains under the
+        # others (see `compilation.portable_compile_config`).
+        return portable_compile_config(
+            super().get_compile_config(), auto_jit_compile=self._resolve_auto_jit_compile()
+        )
 
     @classmethod
     def from_config(cls, config):
@@ -334,4 +583,27 @@ def _check_networks(encoder, decoder):
             f"`decoder` must return images of the encoder's input shape {image_shape}. "
             f"Received: decoder output shape {decoder.output_shape}"
         )
+    _check_decoder_returns_logits(decoder)
     return image_shape, latent_dim
+
+
+def _output_layer(network):
+    """The layer that produces a network's (first) output, if it can be found."""
+    outputs = getattr(network, "outputs", None)
+    history = getattr(outputs[0], "_keras_history", None) if outputs else None
+    if history is not None:
+        return history.operation
+    layers = getattr(network, "layers", None)
+    return layers[-1] if layers else None
+
+
+def _check_decoder_returns_logits(decoder):
+    layer = _output_layer(decoder)
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    if name in SQUASHING_ACTIVATIONS:
+        raise ValueError(
+            f"The decoder's output layer {layer.name!r} applies {name!r}, but the VAE applies "
+            "`output_activation` to the decoder's output itself, so it would be applied "
+            f"twice. Build {layer.name!r} with activation=None: the decoder returns logits."
+        )

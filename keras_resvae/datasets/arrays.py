@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from keras_resvae.datasets.pipeline import import_tensorflow
+from keras_resvae.startup import import_tensorflow
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _MAGIC = {b"\x89PNG": "png", b"\xff\xd8": "jpeg", b"BM": "bmp", b"GIF8": "gif"}

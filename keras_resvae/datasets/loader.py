@@ -4,8 +4,9 @@ import os
 
 from keras_resvae.datasets.arrays import image_folder_datasets, load_npz
 from keras_resvae.datasets.digits import load_digits
-from keras_resvae.datasets.pipeline import import_tensorflow, make_splits
+from keras_resvae.datasets.pipeline import make_splits
 from keras_resvae.datasets.tfds_source import TFDS_DATASETS, tfds_datasets
+from keras_resvae.startup import import_tensorflow
 
 BUILTIN_DATASETS = ("digits",)
 NAMED_DATASETS = BUILTIN_DATASETS + tuple(TFDS_DATASETS)

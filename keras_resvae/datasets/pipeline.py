@@ -3,26 +3,10 @@
 import dataclasses
 import math
 
-import keras
+from keras_resvae.startup import import_tensorflow
 
 # Datasets up to this many bytes of float32 pixels are cached in memory.
 CACHE_LIMIT_BYTES = 2 * 1024**3
-
-
-def import_tensorflow():
-    """Imports TensorFlow for data loading, keeping it off the GPU on other backends.
-
-    With the JAX or PyTorch backend, TensorFlow would otherwise reserve the GPU's
-    memory for tf.data.
-    """
-    import tensorflow as tf
-
-    if keras.backend.backend() != "tensorflow":
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError:  # already initialised: nothing more can be done
-            pass
-    return tf
 
 
 @dataclasses.dataclass

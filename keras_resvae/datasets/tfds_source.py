@@ -3,7 +3,7 @@
 import dataclasses
 import socket
 
-from keras_resvae.datasets.pipeline import import_tensorflow
+from keras_resvae.startup import import_tensorflow
 
 # tfds's celeb_a images are 218x178 with no 64x64 config: the faces are centre-
 # cropped to 140x140 and resized to 64x64 in the pipeline.

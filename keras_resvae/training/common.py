@@ -15,10 +15,13 @@ def uses_loss_scaling(optimizer):
     return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
 
-def images_from_batch(data):
-    """The images of a batch: `x` of `(x,)`, `(x, y)` or `x` (`compute_elbo` checks them)."""
-    images, _, _ = unpack_x_y_sample_weight(data)
-    return images
+def unpack_batch(data):
+    """`(images, sample_weight)` of a batch: `x`, `(x,)`, `(x, y)` or `(x, y, w)`.
+
+    Targets are ignored (a VAE reconstructs `x`); `compute_elbo` checks the images.
+    """
+    images, _, sample_weight = unpack_x_y_sample_weight(data)
+    return images, sample_weight
 
 
 def is_finite(loss, grads):

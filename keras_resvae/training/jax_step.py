@@ -10,19 +10,21 @@ import jax.numpy as jnp
 import keras
 
 from keras_resvae.training.common import (
-    images_from_batch,
     is_finite,
+    unpack_batch,
     update_metrics,
     uses_loss_scaling,
 )
 
 
-def _forward(model, trainable, non_trainable, images, step, training):
+def _forward(model, trainable, non_trainable, images, sample_weight, step, training):
     """Runs `compute_elbo` statelessly; returns (loss, terms, new non-trainables)."""
     mapping = list(zip(model.trainable_variables, trainable))
     mapping += list(zip(model.non_trainable_variables, non_trainable))
     with keras.StatelessScope(state_mapping=mapping) as scope:
-        loss, terms = model.compute_elbo(images, step=step, training=training)
+        loss, terms = model.compute_elbo(
+            images, step=step, training=training, sample_weight=sample_weight
+        )
     new_non_trainable = [
         _current(scope, ref, old) for ref, old in zip(model.non_trainable_variables, non_trainable)
     ]
@@ -46,14 +48,14 @@ def _metrics(model, metrics_variables, images, loss, terms, skipped=None):
 
 def train_step(model, state, data):
     trainable, non_trainable, optimizer_vars, metrics_vars = state
-    images = images_from_batch(data)
+    images, sample_weight = unpack_batch(data)
     optimizer_mapping = list(zip(model.optimizer.variables, optimizer_vars))
     with keras.StatelessScope(state_mapping=optimizer_mapping):
         step = model.optimizer.iterations.value
 
     def scaled_loss(trainable):
         loss, terms, new_non_trainable = _forward(
-            model, trainable, non_trainable, images, step, training=True
+            model, trainable, non_trainable, images, sample_weight, step, training=True
         )
         with keras.StatelessScope(state_mapping=optimizer_mapping):
             scaled = model.optimizer.scale_loss(loss)
@@ -87,9 +89,9 @@ def train_step(model, state, data):
 
 def test_step(model, state, data):
     trainable, non_trainable, metrics_vars = state
-    images = images_from_batch(data)
+    images, sample_weight = unpack_batch(data)
     loss, terms, non_trainable = _forward(
-        model, trainable, non_trainable, images, step=None, training=False
+        model, trainable, non_trainable, images, sample_weight, step=None, training=False
     )
     logs, metrics_vars = _metrics(model, metrics_vars, images, loss, terms)
     return logs, (trainable, non_trainable, metrics_vars)

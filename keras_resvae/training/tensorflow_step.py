@@ -4,19 +4,21 @@ import tensorflow as tf
 from keras import ops
 
 from keras_resvae.training.common import (
-    images_from_batch,
     is_finite,
+    unpack_batch,
     update_metrics,
     uses_loss_scaling,
 )
 
 
 def train_step(model, data):
-    images = images_from_batch(data)
+    images, sample_weight = unpack_batch(data)
     variables = model.trainable_variables
     saved_state = [tf.identity(v.value) for v in model.non_trainable_variables]
     with tf.GradientTape() as tape:
-        loss, terms = model.compute_elbo(images, step=model.optimizer.iterations, training=True)
+        loss, terms = model.compute_elbo(
+            images, step=model.optimizer.iterations, training=True, sample_weight=sample_weight
+        )
         # Gradients are summed over replicas under tf.distribute.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         scaled_loss = model.optimizer.scale_loss(loss / replicas)
@@ -49,6 +51,6 @@ def train_step(model, data):
 
 
 def test_step(model, data):
-    images = images_from_batch(data)
-    loss, terms = model.compute_elbo(images, training=False)
+    images, sample_weight = unpack_batch(data)
+    loss, terms = model.compute_elbo(images, training=False, sample_weight=sample_weight)
     return update_metrics(model, images, loss, terms)

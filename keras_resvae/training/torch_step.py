@@ -3,20 +3,22 @@
 import torch
 
 from keras_resvae.training.common import (
-    images_from_batch,
     is_finite,
+    unpack_batch,
     update_metrics,
     uses_loss_scaling,
 )
 
 
 def train_step(model, data):
-    images = images_from_batch(data)
+    images, sample_weight = unpack_batch(data)
     variables = model.trainable_variables
     saved_state = [v.value.detach().clone() for v in model.non_trainable_variables]
     # Gradients accumulate in torch unless cleared.
     model.zero_grad()
-    loss, terms = model.compute_elbo(images, step=model.optimizer.iterations, training=True)
+    loss, terms = model.compute_elbo(
+        images, step=model.optimizer.iterations, training=True, sample_weight=sample_weight
+    )
     model.optimizer.scale_loss(loss).backward()
     grads = [torch.zeros_like(v.value) if v.value.grad is None else v.value.grad for v in variables]
     finite = bool(is_finite(loss.detach(), grads))
@@ -34,6 +36,6 @@ def train_step(model, data):
 
 
 def test_step(model, data):
-    images = images_from_batch(data)
-    loss, terms = model.compute_elbo(images, training=False)
+    images, sample_weight = unpack_batch(data)
+    loss, terms = model.compute_elbo(images, training=False, sample_weight=sample_weight)
     return update_metrics(model, images, loss, terms)
