@@ -67,7 +67,8 @@ def describe_range_error(low_seen, high_seen, output_activation, what="The image
     else:
         fix = "Rescale the data to that range, or clip the overshoot (np.clip)."
     return (
-        f"{what} have pixel values in [{low_seen:.4g}, {high_seen:.4g}], but this VAE "
+        f"{what} have pixel values in [{round(low_seen, 4):.4g}, {round(high_seen, 4):.4g}], "
+        "but this VAE "
         f"(output_activation={output_activation!r}) models pixels in [{low:g}, {high:g}]. "
         f"{fix}"
     )

@@ -513,9 +513,10 @@ class VAE(keras.Model):
 
     @contextlib.contextmanager
     def _pipeline_errors(self):
-        """Turns a failed pipeline check into this package's one-line `ValueError`."""
+        """Keeps the model whole on error, and makes a failed pipeline check one `ValueError`."""
         try:
-            yield
+            with self._steps.state_kept_on_error(self):
+                yield
         except Exception as error:
             translated = inputs.translate_pipeline_error(
                 error, self.image_shape, self.output_activation

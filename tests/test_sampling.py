@@ -1,8 +1,11 @@
 """The reparameterisation layer."""
 
+import warnings
+
 import keras
 import numpy as np
 from conftest import to_numpy
+from keras.src import testing
 
 from keras_resvae import Sampling
 from keras_resvae.sampling import LOG_VAR_RANGE
@@ -48,3 +51,43 @@ def test_config_round_trip_keeps_the_seed():
     assert clone.seed == 11 and clone.name == "s"
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(restored, Sampling) and restored.seed == 11
+
+
+class SamplingConformanceTest(testing.TestCase):
+    """Keras's own layer checks: config, serialisation, symbolic vs eager, training, dtypes."""
+
+    def test_keras_layer_conformance(self):
+        with warnings.catch_warnings():
+            # Keras's own training check fits a generator with shuffle=True.
+            warnings.filterwarnings("ignore", "`shuffle=True` was passed")
+            warnings.filterwarnings("ignore", "The model does not have any trainable weights")
+            self._run_layer_test()
+
+    def _run_layer_test(self):
+        self.run_layer_test(
+            Sampling,
+            init_kwargs={"seed": 3},
+            # A tuple: Keras's training check feeds a generator, whose TensorFlow
+            # signature cannot hold a list.
+            input_data=(np.zeros((2, 5), "float32"), np.zeros((2, 5), "float32")),
+            expected_output_shape=(2, 5),
+            expected_output_dtype="float32",
+            expected_num_trainable_weights=0,
+            expected_num_non_trainable_weights=0,
+            expected_num_seed_generators=1,
+            expected_num_losses=0,
+            supports_masking=False,
+        )
+
+    def test_mixed_precision_output_is_float32_symbolically_and_eagerly(self):
+        # run_layer_test skips its mixed-precision check on torch without CUDA; this
+        # is that check, on every backend.
+        for policy in ("mixed_float16", "mixed_bfloat16"):
+            layer = Sampling(seed=0, dtype=policy)
+            half = [keras.ops.zeros((2, 5), layer.compute_dtype)] * 2
+            eager = layer(half)
+            spec = layer.compute_output_spec([keras.KerasTensor((2, 5), layer.compute_dtype)] * 2)
+            assert keras.backend.standardize_dtype(eager.dtype) == "float32"
+            assert spec.dtype == "float32"
+            symbolic = layer([keras.Input((5,), dtype=layer.compute_dtype)] * 2)
+            assert symbolic.dtype == "float32"

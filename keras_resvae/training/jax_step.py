@@ -5,6 +5,8 @@ including the non-trainable ones: the sampling layer's RNG state and the
 batch-norm statistics live there.
 """
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import keras
@@ -95,3 +97,33 @@ def test_step(model, state, data):
     )
     logs, metrics_vars = _metrics(model, metrics_vars, images, loss, terms)
     return logs, (trainable, non_trainable, metrics_vars)
+
+
+@contextlib.contextmanager
+def state_kept_on_error(model):
+    """Gives the model its variables back when `fit`, `evaluate` or `predict` stops with an error.
+
+    Keras's JAX loops detach the variables' values while they run (to save
+    memory) and attach the newest state only when they finish, so an error
+    from the data (a failed input check, a broken generator) or Ctrl-C left
+    every variable empty: the model could not even `predict` afterwards. This
+    attaches the newest state Keras holds, else the values from before the
+    call. It keeps only references, so it costs no memory.
+    """
+    variables = _all_variables(model)
+    before = [variable._value for variable in variables]
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            model.jax_state_sync()
+        for variable, value in zip(variables, before):
+            if variable._value is None and value is not None and not value.is_deleted():
+                variable._value = value
+        raise
+
+
+def _all_variables(model):
+    optimizer = getattr(model, "optimizer", None)
+    optimizer_variables = list(optimizer.variables) if optimizer is not None else []
+    return list(model.variables) + optimizer_variables + list(model.metrics_variables)
