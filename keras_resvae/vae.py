@@ -412,7 +412,7 @@ class VAE(keras.Model):
         with self._pipeline_errors():
             return super().fit(
                 x,
-                None,
+                _weight_carrier(x, sample_weight),
                 batch_size=batch_size,
                 epochs=epochs,
                 verbose=verbose,
@@ -447,7 +447,7 @@ class VAE(keras.Model):
         """
         if x is not None:
             x = self._checked_data(x, y, "evaluate")
-            y = None
+            y = _weight_carrier(x, sample_weight)
         with self._pipeline_errors():
             return super().evaluate(
                 x,
@@ -477,11 +477,15 @@ class VAE(keras.Model):
         if class_weight is not None:
             raise ValueError("A VAE has no classes: use `sample_weight`, one weight per image.")
         x = self._checked_data(x, y, "train_on_batch")
-        return super().train_on_batch(x, sample_weight=sample_weight, return_dict=return_dict)
+        return super().train_on_batch(
+            x, _weight_carrier(x, sample_weight), sample_weight, return_dict=return_dict
+        )
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         x = self._checked_data(x, y, "test_on_batch")
-        return super().test_on_batch(x, sample_weight=sample_weight, return_dict=return_dict)
+        return super().test_on_batch(
+            x, _weight_carrier(x, sample_weight), sample_weight, return_dict=return_dict
+        )
 
     def predict_on_batch(self, x):
         return super().predict_on_batch(self._checked_data(x, None, "predict_on_batch"))
@@ -555,6 +559,17 @@ class VAE(keras.Model):
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
         return cls(**config)
+
+
+def _weight_carrier(images, sample_weight):
+    """Placeholder targets that make Keras keep `sample_weight` (None without weights).
+
+    Keras packs `(x, None, sample_weight)` as `(x,)`, dropping the weights when
+    there are no targets; a VAE has none, so it gets one zero per image.
+    """
+    if sample_weight is None:
+        return None
+    return np.zeros((len(ops.convert_to_numpy(sample_weight)),), "float32")
 
 
 def _check_networks(encoder, decoder):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import blob_images, tiny_vae
 
-from keras_resvae.compilation import check_jit_compile
+from keras_resvae.compilation import check_jit_compile, portable_compile_config
 
 
 class TraceCounter:
@@ -83,3 +83,32 @@ def test_check_jit_compile_accepts_keras_and_cli_spellings(given, expected):
 def test_unknown_jit_compile_is_a_clear_error():
     with pytest.raises(ValueError, match="must be one of"):
         check_jit_compile("xla")
+
+
+def test_compile_configs_are_saved_portably():
+    torch_adam = {
+        "module": "keras.src.backend.torch.optimizers.torch_adam",
+        "class_name": "Adam",
+        "config": {"learning_rate": 0.001},
+        "registered_name": "Adam",
+    }
+    config = {
+        "optimizer": {
+            "module": "keras.optimizers",
+            "class_name": "LossScaleOptimizer",
+            "config": {"inner_optimizer": torch_adam, "initial_scale": 32768.0},
+            "registered_name": None,
+        },
+        "loss": None,
+        "jit_compile": True,
+    }
+    portable = portable_compile_config(config, auto_jit_compile=True)
+    inner = portable["optimizer"]["config"]["inner_optimizer"]
+    assert inner["module"] == "keras.optimizers" and inner["registered_name"] is None
+    assert inner["config"] == {"learning_rate": 0.001}
+    assert portable["jit_compile"] == "auto"
+    assert config["jit_compile"] is True and torch_adam["module"].startswith("keras.src")
+    optimizer = keras.saving.deserialize_keras_object(portable["optimizer"])
+    # This backend's own Adam, whatever backend saved it.
+    assert type(optimizer.inner_optimizer) is type(keras.optimizers.Adam())
+    assert portable_compile_config(config, auto_jit_compile=False)["jit_compile"] is True

@@ -127,3 +127,28 @@ def test_bits_per_dim():
 def test_bad_arguments_name_the_allowed_values(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_weighted_mean_is_keras_sum_over_batch_size():
+    values = np.array([1.0, 2.0, 3.0, 4.0], "float32")
+    weights = np.array([1.0, 0.0, 2.0, 0.5], "float32")
+    np.testing.assert_allclose(to_numpy(losses.weighted_mean(values)), 2.5, rtol=1e-6)
+    expected = (1 * 1 + 0 * 2 + 2 * 3 + 0.5 * 4) / 4  # divided by the batch size
+    np.testing.assert_allclose(to_numpy(losses.weighted_mean(values, weights)), expected, rtol=1e-6)
+
+
+def test_learned_sigma_is_the_weighted_root_mse():
+    weights = np.array([1.0, 0.0, 3.0, 0.5, 2.0], "float32")
+    mean = np_sigmoid(LOGITS)
+    per_image = ((IMAGES - mean) ** 2).reshape(5, -1).mean(axis=1)
+    expected = 0.5 * np.log((weights * per_image).sum() / weights.sum())
+    got = losses.optimal_log_sigma(IMAGES, LOGITS, "sigmoid", sample_weight=weights)
+    np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-5)
+    # Weight 0 for an image is the same as leaving it out of the batch.
+    kept = weights > 0
+    nll = losses.gaussian_learned_nll(IMAGES, LOGITS, sample_weight=weights)
+    alone = losses.gaussian_learned_nll(IMAGES[kept], LOGITS[kept], sample_weight=weights[kept])
+    np.testing.assert_allclose(to_numpy(nll)[kept], to_numpy(alone), rtol=1e-5)
+    # All-zero weights reach the sigma floor instead of 0/0.
+    zero = losses.optimal_log_sigma(IMAGES, LOGITS, sample_weight=np.zeros(5, "float32"))
+    assert to_numpy(zero) == -6.0

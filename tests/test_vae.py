@@ -202,44 +202,62 @@ LOAD_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import keras, numpy as np
-    import keras_resvae  # registers the custom classes
-    model = keras.models.load_model(sys.argv[1])
+    import keras_resvae
+    model = keras_resvae.load_vae(sys.argv[1])
     images = np.load(sys.argv[2])
     z_mean, _ = model.encode(images)
-    print(json.dumps({
+    outputs = {
         "backend": keras.backend.backend(),
+        "optimizer": type(model.optimizer).__module__,
         "predict": model.predict(images, verbose=0).tolist(),
         "z_mean": keras.ops.convert_to_numpy(z_mean).tolist(),
-    }))
+    }
+    state = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+    np.savez(sys.argv[3], *state)
+    # Training continues here, with the optimizer state saved by the other backend.
+    history = model.fit(images, epochs=2, batch_size=4, verbose=0)
+    outputs["loss"] = history.history["loss"]
+    outputs["iterations"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    print(json.dumps(outputs))
     """
 )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", BACKENDS)
-def test_a_keras_file_loads_with_the_same_outputs_on_every_backend(
-    blobs, tmp_path, target, resnet_run
-):
+def test_a_keras_file_loads_and_trains_on_every_backend(blobs, tmp_path, target, resnet_run):
+    """Run under each backend, this covers all six (saved on, loaded on) pairs."""
     if target == keras.backend.backend():
         pytest.skip("same backend: covered by test_save_and_load_round_trip")
     vae, _ = resnet_run
     model_path, images_path = tmp_path / "vae.keras", tmp_path / "images.npy"
     vae.save(model_path)
-    np.save(images_path, blobs[:5])
+    np.save(images_path, blobs[:8])
+    state_path = tmp_path / "optimizer.npz"
     env = {**os.environ, "KERAS_BACKEND": target, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, "-c", LOAD_SCRIPT, str(model_path), str(images_path)],
+        [sys.executable, "-c", LOAD_SCRIPT, str(model_path), str(images_path), str(state_path)],
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
     assert outputs["backend"] == target
-    np.testing.assert_allclose(outputs["predict"], vae.predict(blobs[:5], verbose=0), atol=1e-5)
-    z_mean, _ = vae.encode(blobs[:5])
+    assert f"backend.{keras.backend.backend()}" not in outputs["optimizer"]
+    np.testing.assert_allclose(outputs["predict"], vae.predict(blobs[:8], verbose=0), atol=1e-5)
+    z_mean, _ = vae.encode(blobs[:8])
     np.testing.assert_allclose(outputs["z_mean"], to_numpy(z_mean), atol=1e-5)
+    # The optimizer state (step count, Adam moments) arrived as it was saved.
+    with np.load(state_path) as loaded:
+        state = [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
+    assert len(state) == len(vae.optimizer.variables)
+    for saved, arrived in zip(vae.optimizer.variables, state):
+        np.testing.assert_array_equal(to_numpy(saved), arrived)
+    saved_steps = int(to_numpy(vae.optimizer.iterations))
+    assert outputs["iterations"] == saved_steps + 4
+    assert np.all(np.isfinite(outputs["loss"]))
 
 
 def test_fit_on_a_tf_data_dataset(blobs):
@@ -275,3 +293,107 @@ def test_output_bias_starts_at_the_data_mean(blobs, output_activation):
     bias = to_numpy(vae.decoder.layers[-1].bias)
     scale = 1.0 if output_activation == "sigmoid" else 2.0
     np.testing.assert_allclose(1 / (1 + np.exp(-scale * bias)), [blobs.mean()], rtol=1e-4)
+
+
+# --------------------------------------------------- the Keras user's contract
+
+
+def test_compile_refuses_what_it_would_ignore():
+    vae = tiny_vae()
+    with pytest.raises(ValueError, match=r"negative ELBO.*likelihood.*beta"):
+        vae.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ValueError, match=r"own metrics.*evaluate_vae"):
+        vae.compile(optimizer="adam", metrics=["mae"])
+    with pytest.raises(ValueError, match="own metrics"):
+        vae.compile(optimizer="adam", weighted_metrics=["mae"])
+    vae.compile(optimizer="adam", jit_compile=False, steps_per_execution=2)
+    assert vae.compiled
+
+
+def test_targets_and_class_weights_are_refused(blobs):
+    vae = compiled(tiny_vae())
+    with pytest.raises(ValueError, match=r"takes no targets.*fit\(x\)"):
+        vae.fit(blobs, blobs[::-1], verbose=0)
+    with pytest.raises(ValueError, match="takes no targets"):
+        vae.fit(blobs, validation_data=(blobs, blobs + 0.0), verbose=0)
+    with pytest.raises(ValueError, match="sample_weight"):
+        vae.fit(blobs, class_weight={0: 1.0}, verbose=0)
+    # The autoencoder idiom fit(x, x) is the same as fit(x).
+    history = vae.fit(blobs, blobs, epochs=1, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_decoder_that_applies_its_own_sigmoid_is_refused():
+    encoder, _, _ = build_networks("basic", (16, 16, 1), 4)
+    z = keras.Input((4,))
+    x = keras.layers.Dense(16 * 16, activation="sigmoid", name="pixels")(z)
+    decoder = keras.Model(z, keras.layers.Reshape((16, 16, 1))(x))
+    VAE(encoder, decoder)  # the sigmoid is not the output layer: fine
+    squashed = keras.Model(z, keras.layers.Activation("tanh", name="squash")(decoder.output))
+    with pytest.raises(ValueError, match=r"'squash' applies 'tanh'.*activation=None"):
+        VAE(encoder, squashed)
+    sequential = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(256), keras.layers.Reshape((16, 16, 1))]
+    )
+    sequential.add(keras.layers.Conv2D(1, 1, activation="sigmoid", name="out"))
+    with pytest.raises(ValueError, match="'out' applies 'sigmoid'"):
+        VAE(encoder, sequential)
+
+
+def deterministic_vae(likelihood="gaussian"):
+    """A VAE whose posterior has variance e^-30: its ELBO does not depend on the noise."""
+    images = keras.Input((16, 16, 1), name="images")
+    flat = keras.layers.Flatten()(images)
+    z_mean = keras.layers.Dense(4, name="z_mean")(flat)
+    z_log_var = keras.layers.Dense(
+        4, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(-30.0)
+    )(flat)
+    encoder = keras.Model(images, [z_mean, z_log_var])
+    _, decoder, _ = build_networks("basic", (16, 16, 1), 4, width=0.125)
+    return VAE(encoder, decoder, likelihood=likelihood, seed=0)
+
+
+def test_sample_weight_weights_each_images_elbo(blobs):
+    vae = deterministic_vae()
+    images, weights = blobs[:4], np.array([1.0, 0.0, 2.0, 0.5], "float32")
+    per_image = [to_numpy(vae.compute_elbo(images[i : i + 1])[0]) for i in range(4)]
+    loss, terms = vae.compute_elbo(images, sample_weight=weights)
+    np.testing.assert_allclose(to_numpy(loss), np.mean(weights * per_image), rtol=1e-5)
+    _, plain = vae.compute_elbo(images)
+    assert not np.isclose(to_numpy(terms["mse"]), to_numpy(plain["mse"]))
+
+
+def test_fit_and_evaluate_use_sample_weight(blobs):
+    vae = compiled(tiny_vae())
+    before = [np.array(w) for w in vae.trainable_weights]
+    history = vae.fit(blobs, sample_weight=np.zeros(len(blobs)), epochs=1, batch_size=16, verbose=0)
+    # Zero weights: zero loss and zero gradients, so Adam moves nothing.
+    assert history.history["loss"] == [0.0]
+    for a, b in zip(before, vae.trainable_weights):
+        np.testing.assert_array_equal(a, to_numpy(b))
+    results = vae.evaluate(blobs, sample_weight=np.zeros(len(blobs)), verbose=0, return_dict=True)
+    assert results["loss"] == 0.0
+    logs = vae.train_on_batch(blobs[:16], sample_weight=np.zeros(16), return_dict=True)
+    assert logs["loss"] == 0.0
+    assert vae.test_on_batch(blobs[:16], sample_weight=np.zeros(16), return_dict=True)["loss"] == 0
+    history = vae.fit(blobs, sample_weight=np.ones(len(blobs)), epochs=1, batch_size=16, verbose=0)
+    assert history.history["loss"][0] != 0.0
+
+
+def test_a_fit_stopped_by_an_error_leaves_a_working_model(blobs):
+    vae = compiled(tiny_vae())
+    vae.fit(blobs, epochs=1, batch_size=16, verbose=0)
+    expected = vae.predict(blobs[:4], verbose=0)
+
+    class Broken(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            if index == 0:
+                raise RuntimeError("the data source broke")
+            return blobs[:16]
+
+    with pytest.raises(RuntimeError, match="the data source broke"):
+        vae.fit(Broken(), epochs=1, verbose=0)
+    np.testing.assert_allclose(vae.predict(blobs[:4], verbose=0), expected, atol=1e-6)
