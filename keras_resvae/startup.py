@@ -157,17 +157,21 @@ def command_line_backend(arguments):
 def prepare_keras_import():
     """Runs before `import keras` in `keras_resvae/__init__.py`.
 
-    For the `resvae` command: sets `KERAS_BACKEND` from `--backend` and hides
-    TensorFlow's INFO and WARNING logs. Then, when Keras is not imported yet
-    and will start on TensorFlow, imports TensorFlow quietly, so Keras finds it
-    imported. Once Keras is imported, nothing here can change it.
+    For the `resvae` command: sets `KERAS_BACKEND` from `--backend`, hides
+    TensorFlow's INFO and WARNING logs and imports TensorFlow quietly whatever
+    the backend. Elsewhere, imports TensorFlow quietly when Keras will start on
+    it, so Keras finds it imported; on the other backends the core stays free
+    of TensorFlow. Once Keras is imported, nothing here can change it.
     """
     if "keras" in sys.modules:
         return
-    if is_resvae_command():
+    command = is_resvae_command()
+    if command:
         backend = command_line_backend(sys.argv[1:])
         if backend:
             os.environ["KERAS_BACKEND"] = backend
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if configured_backend() == "tensorflow":
+    # The command needs TensorFlow on every backend (tf.data, PNG files), and
+    # Keras itself imports it lazily (set_random_seed, saving), unfiltered.
+    if command or configured_backend() == "tensorflow":
         import_tensorflow()

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from keras_resvae.cli import main as cli_module
 from keras_resvae.cli.main import main
 
+import keras_resvae
 from keras_resvae.architectures import ARCHITECTURES
 from keras_resvae.datasets import tfds_source
 
@@ -235,3 +236,29 @@ def test_a_killed_run_resumes_in_a_new_process(tmp_path):
     assert history_epochs(out) == [0, 1, 2]
     assert (out / "model.keras").exists() and (out / "metrics.json").exists()
     assert "Epoch 2/3" in resumed.stdout and "Epoch 1/3" not in resumed.stdout
+
+
+@pytest.mark.slow
+def test_a_run_resumes_on_another_backend(tmp_path):
+    # Each backend's run resumes on the next one, so the three runs cover a cycle.
+    backends = ["tensorflow", "jax", "torch"]
+    here = keras.backend.backend()
+    there = backends[(backends.index(here) + 1) % 3]
+    out = tmp_path / "run"
+    run("fit", *TINY, "--epochs", 1, "--out", out)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    resumed = subprocess.run(
+        [sys.executable, "-m", "keras_resvae.cli", "fit", "--out", str(out), "--resume"]
+        + ["--epochs", "2", "--backend", there],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Epoch 2/2" in resumed.stdout and "Epoch 1/2" not in resumed.stdout
+    assert json.loads((out / "config.json").read_text())["backend"] == there
+    assert history_epochs(out) == [0, 1]
+    model = keras_resvae.load_vae(out)
+    # 128 images in batches of 32: 4 steps per epoch, the optimizer state carried over.
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 8

@@ -1,19 +1,107 @@
-"""Package-level promises: the public API, and no TensorFlow import in the core."""
+"""Package-level promises: the public API, every module importable, every import declared,
+no TensorFlow in the core, and a quiet `resvae` on a machine without a GPU."""
 
+import ast
+import importlib
+import importlib.metadata
 import os
+import pkgutil
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
+import keras_resvae.cli
 import pytest
 
 import keras_resvae
+from keras_resvae import startup
+
+ROOT = Path(__file__).resolve().parent.parent
+# Imports that only the optional extras provide; everything else must be core.
+OPTIONAL_IMPORTS = {"jax", "torch", "keras_cv", "tf2onnx", "onnx", "onnxruntime"}
 
 
 def test_public_api_is_listed():
     for name in keras_resvae.__all__:
         assert hasattr(keras_resvae, name), name
     assert keras_resvae.__version__
+
+
+def package_modules():
+    names = []
+    for package in (keras_resvae, keras_resvae.cli):
+        for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if not module.name.endswith("__main__"):  # entry points: importing runs them
+                names.append(module.name)
+    return names
+
+
+def test_every_module_of_the_package_imports():
+    names = package_modules()
+    assert {"keras_resvae.report", "keras_resvae.cli.main", "keras_resvae.export.exporter"} <= set(
+        names
+    )
+    for name in names:
+        importlib.import_module(name)
+
+
+def third_party_imports(folder):
+    """Top-level names of every non-stdlib import in the .py files under `folder`."""
+    local = {path.stem for path in folder.rglob("*.py")} | {"keras_resvae", "conftest"}
+    found = {}
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in local:
+                    found.setdefault(top, path.relative_to(ROOT))
+    return found
+
+
+def declared_requirements():
+    """{extra or "core": {distribution names}} from the installed package's metadata."""
+    declared = {}
+    for line in importlib.metadata.requires("keras-resvae"):
+        name = re.match(r"[A-Za-z0-9._-]+", line).group(0)
+        extra = re.search(r"extra == ['\"]([^'\"]+)['\"]", line)
+        declared.setdefault(extra.group(1) if extra else "core", set()).add(normalise(name))
+    return declared
+
+
+def normalise(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.parametrize(
+    "folder, allowed",
+    [
+        ("keras_resvae", {"core"}),
+        ("cli", {"core"}),
+        ("examples", {"core"}),
+        ("benchmarks", {"core"}),
+        ("tests", {"core", "test"}),
+    ],
+)
+def test_every_import_is_a_declared_dependency(folder, allowed):
+    # A missing declaration once hid behind a package installed by hand (matplotlib).
+    declared = declared_requirements()
+    extras = set().union(*(names for extra, names in declared.items() if extra != "core"))
+    allowed_names = set().union(*(declared.get(extra, set()) for extra in allowed))
+    distributions = importlib.metadata.packages_distributions()
+    for module, where in third_party_imports(ROOT / folder).items():
+        providers = {normalise(name) for name in distributions.get(module, [module])}
+        if module in OPTIONAL_IMPORTS:
+            assert providers & extras, f"{module} ({where}) is in no extra"
+        else:
+            assert providers & allowed_names, f"{module} ({where}) is not declared in {allowed}"
 
 
 def test_the_core_imports_without_tensorflow():
@@ -29,3 +117,50 @@ def test_the_core_imports_without_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def resvae(*args, backend=None):
+    """Runs the installed `resvae` command as a user would, in a clean environment."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")
+    }
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    command = Path(sys.executable).parent / "resvae"
+    return subprocess.run(
+        [str(command), *map(str, args)], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_resvae_starts_on_the_asked_backend_without_tensorflow_noise(tmp_path):
+    # The default backend (KERAS_BACKEND unset) is TensorFlow: --backend must win
+    # before Keras starts, and TensorFlow's start-up lines must not reach the user.
+    backend = keras.backend.backend()
+    result = resvae("fit", "--backend", backend, "--dry-run", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'"backend": "{backend}"' in result.stdout
+    noise = [line for line in result.stderr.splitlines() if startup.START_UP_NOISE.search(line)]
+    assert not noise
+    assert "cuInit" not in result.stderr and "cuda" not in result.stderr.lower()
+    assert not result.stderr.strip(), result.stderr
+
+
+def test_the_command_line_backend_is_read_before_keras():
+    assert startup.command_line_backend(["fit", "--backend", "jax", "--out", "x"]) == "jax"
+    assert startup.command_line_backend(["fit", "--backend=torch"]) == "torch"
+    assert startup.command_line_backend(["fit", "--backend", "numpy"]) is None
+    assert startup.command_line_backend(["fit", "--out", "x"]) is None
+    assert startup.configured_backend({"KERAS_BACKEND": "jax"}) == "jax"
+
+
+def test_the_stderr_filter_drops_only_known_start_up_noise(capfd):
+    noise = (
+        "I0000 00:00:1 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will "
+        "not be used.\nE0000 00:00:1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA "
+        "error: Failed call to cuInit: UNKNOWN ERROR (303)\n"
+    )
+    with startup.native_stderr_filtered():
+        os.write(2, noise.encode())
+        os.write(2, b"a real problem\n")
+    assert capfd.readouterr().err == "a real problem\n"

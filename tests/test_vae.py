@@ -397,3 +397,16 @@ def test_a_fit_stopped_by_an_error_leaves_a_working_model(blobs):
     with pytest.raises(RuntimeError, match="the data source broke"):
         vae.fit(Broken(), epochs=1, verbose=0)
     np.testing.assert_allclose(vae.predict(blobs[:4], verbose=0), expected, atol=1e-6)
+
+
+def test_load_vae_takes_run_files_and_refuses_other_models(blobs, tmp_path):
+    vae = compiled(tiny_vae())
+    vae.save(tmp_path / "vae.keras")
+    loaded = keras_resvae.load_vae(str(tmp_path / "vae.keras"))
+    np.testing.assert_array_equal(loaded.predict(blobs[:2], verbose=0), vae.predict(blobs[:2]))
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(ValueError, match="not a keras-resvae VAE"):
+        keras_resvae.load_vae(str(tmp_path / "other.keras"))
+    with pytest.raises(ValueError, match="no such"):
+        keras_resvae.load_vae(str(tmp_path / "missing.keras"))
