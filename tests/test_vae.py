@@ -401,6 +401,7 @@ def test_a_fit_stopped_by_an_error_leaves_a_working_model(blobs):
 
 def test_load_vae_takes_run_files_and_refuses_other_models(blobs, tmp_path):
     vae = compiled(tiny_vae())
+    vae.fit(blobs, epochs=1, batch_size=16, verbose=0)  # builds the optimizer's state
     vae.save(tmp_path / "vae.keras")
     loaded = keras_resvae.load_vae(str(tmp_path / "vae.keras"))
     np.testing.assert_array_equal(loaded.predict(blobs[:2], verbose=0), vae.predict(blobs[:2]))
