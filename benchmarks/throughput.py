@@ -297,7 +297,8 @@ def worker_pipeline(args):
     """The tf.data pipeline alone: images per second it delivers, cached and uncached."""
     import numpy as np
 
-    from keras_resvae.datasets.pipeline import import_tensorflow, make_splits
+    from keras_resvae.datasets.pipeline import make_splits
+    from keras_resvae.startup import import_tensorflow
 
     tf = import_tensorflow()
     rng = np.random.default_rng(0)

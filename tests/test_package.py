@@ -4,6 +4,7 @@ no TensorFlow in the core, and a quiet `resvae` on a machine without a GPU."""
 import ast
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import pkgutil
 import re
@@ -45,6 +46,19 @@ def test_every_module_of_the_package_imports():
     )
     for name in names:
         importlib.import_module(name)
+
+
+@pytest.mark.parametrize("folder", ["examples", "benchmarks", "tests"])
+def test_scripts_import_names_the_package_has(folder):
+    # Scripts are not imported by the tests, so a moved function would break them unseen.
+    for path in (ROOT / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras_resvae"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name) or importlib.util.find_spec(
+                        f"{node.module}.{alias.name}"
+                    ), f"{path.name}: {node.module} has no {alias.name}"
 
 
 def third_party_imports(folder):
