@@ -445,7 +445,9 @@ class VAE(keras.Model):
         Example:
         >>> vae.evaluate(x_test, return_dict=True)
         """
-        if x is not None:
+        # fit's validation passes its data again each epoch, already checked; Keras
+        # then reads its cached iterator and ignores x.
+        if x is not None and not kwargs.get("_use_cached_eval_dataset"):
             x = self._checked_data(x, y, "evaluate")
             y = _weight_carrier(x, sample_weight)
         with self._pipeline_errors():
@@ -474,6 +476,7 @@ class VAE(keras.Model):
             )
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """Keras's `train_on_batch`, with the images checked first."""
         if class_weight is not None:
             raise ValueError("A VAE has no classes: use `sample_weight`, one weight per image.")
         x = self._checked_data(x, y, "train_on_batch")
@@ -482,12 +485,14 @@ class VAE(keras.Model):
         )
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """Keras's `test_on_batch`, with the images checked first."""
         x = self._checked_data(x, y, "test_on_batch")
         return super().test_on_batch(
             x, _weight_carrier(x, sample_weight), sample_weight, return_dict=return_dict
         )
 
     def predict_on_batch(self, x):
+        """Keras's `predict_on_batch`, with the images checked first."""
         return super().predict_on_batch(self._checked_data(x, None, "predict_on_batch"))
 
     def _checked_data(self, x, y, method):
@@ -512,8 +517,15 @@ class VAE(keras.Model):
         if not isinstance(data, tuple):
             return self._checked_data(data, None, "fit")
         images, targets, sample_weight = (*data, None, None)[:3]
-        images = self._checked_data(images, targets, "fit's validation_data")
-        return (images,) if sample_weight is None else (images, None, sample_weight)
+        if targets is not None and targets is not images:
+            raise ValueError(
+                "A VAE learns to reconstruct its input, so `validation_data` takes no "
+                "targets: pass validation_data=x_test (or (x_test, None, sample_weight))."
+            )
+        images = self._checked_data(images, None, "fit")
+        if sample_weight is None:
+            return (images,)
+        return (images, _weight_carrier(images, sample_weight), sample_weight)
 
     @contextlib.contextmanager
     def _pipeline_errors(self):
@@ -569,6 +581,12 @@ def _weight_carrier(images, sample_weight):
     """
     if sample_weight is None:
         return None
+    if not inputs.is_array_like(images):
+        raise ValueError(
+            "`sample_weight` goes with array inputs. A dataset carries its weights in "
+            "its elements: (images, placeholder, weights), e.g. "
+            "tf.data.Dataset.from_tensor_slices((x, tf.zeros(len(x)), w))."
+        )
     return np.zeros((len(ops.convert_to_numpy(sample_weight)),), "float32")
 
 

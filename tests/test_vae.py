@@ -376,8 +376,19 @@ def test_fit_and_evaluate_use_sample_weight(blobs):
     logs = vae.train_on_batch(blobs[:16], sample_weight=np.zeros(16), return_dict=True)
     assert logs["loss"] == 0.0
     assert vae.test_on_batch(blobs[:16], sample_weight=np.zeros(16), return_dict=True)["loss"] == 0
-    history = vae.fit(blobs, sample_weight=np.ones(len(blobs)), epochs=1, batch_size=16, verbose=0)
+    history = vae.fit(
+        blobs,
+        sample_weight=np.ones(len(blobs)),
+        validation_data=(blobs[:16], None, np.zeros(16)),
+        epochs=1,
+        batch_size=16,
+        verbose=0,
+    )
     assert history.history["loss"][0] != 0.0
+    assert history.history["val_loss"] == [0.0]  # the validation weights count too
+    tf = pytest.importorskip("tensorflow")
+    with pytest.raises(ValueError, match=r"dataset carries its weights in its elements"):
+        vae.fit(tf.data.Dataset.from_tensor_slices(blobs).batch(8), sample_weight=np.ones(64))
 
 
 def test_a_fit_stopped_by_an_error_leaves_a_working_model(blobs):
