@@ -78,13 +78,20 @@ def native_stderr_filtered(noise=START_UP_NOISE):
                 sys.stderr.flush()
 
 
-def import_tensorflow():
-    """Imports TensorFlow and starts its devices without its start-up noise.
+def import_tensorflow(start_devices=False):
+    """Imports TensorFlow without its start-up noise.
 
     Unless Keras runs on TensorFlow, TensorFlow is kept off the GPU: it only
     feeds tf.data to the JAX or PyTorch backend there, and would otherwise
     reserve the GPU's memory. That is only possible before TensorFlow has
     started its devices; later it is skipped.
+
+    Args:
+        start_devices: bool. Also start TensorFlow's devices now, which is when
+            CUDA reports its absence ("failed call to cuInit"). Afterwards a
+            program can no longer configure them (memory growth, visible or
+            virtual devices), so only a process that owns TensorFlow, such as
+            the `resvae` command, asks for it.
 
     Returns:
         The `tensorflow` module.
@@ -93,18 +100,18 @@ def import_tensorflow():
     >>> tf = import_tensorflow()
     """
     global _tensorflow_started
-    if _tensorflow_started:
+    if _tensorflow_started and not start_devices:
         import tensorflow as tf
 
         return tf
     with native_stderr_filtered():
         import tensorflow as tf
 
-        if keras_backend() != "tensorflow":
+        if not _tensorflow_started and keras_backend() != "tensorflow":
             with contextlib.suppress(RuntimeError):  # devices already started
                 tf.config.set_visible_devices([], "GPU")
-        # Starting the devices is when CUDA reports its absence (cuInit).
-        tf.config.list_logical_devices()
+        if start_devices:
+            tf.config.list_logical_devices()
     _tensorflow_started = True
     return tf
 
@@ -158,10 +165,11 @@ def prepare_keras_import():
     """Runs before `import keras` in `keras_resvae/__init__.py`.
 
     For the `resvae` command: sets `KERAS_BACKEND` from `--backend`, hides
-    TensorFlow's INFO and WARNING logs and imports TensorFlow quietly whatever
-    the backend. Elsewhere, imports TensorFlow quietly when Keras will start on
-    it, so Keras finds it imported; on the other backends the core stays free
-    of TensorFlow. Once Keras is imported, nothing here can change it.
+    TensorFlow's INFO and WARNING logs, and imports TensorFlow and starts its
+    devices quietly whatever the backend. Elsewhere, imports TensorFlow quietly
+    when Keras will start on it, so Keras finds it imported, and leaves its
+    devices for the program to configure; on the other backends the core stays
+    free of TensorFlow. Once Keras is imported, nothing here can change it.
     """
     if "keras" in sys.modules:
         return
@@ -174,4 +182,4 @@ def prepare_keras_import():
     # The command needs TensorFlow on every backend (tf.data, PNG files), and
     # Keras itself imports it lazily (set_random_seed, saving), unfiltered.
     if command or configured_backend() == "tensorflow":
-        import_tensorflow()
+        import_tensorflow(start_devices=command)

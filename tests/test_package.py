@@ -178,3 +178,21 @@ def test_the_stderr_filter_drops_only_known_start_up_noise(capfd):
         os.write(2, noise.encode())
         os.write(2, b"a real problem\n")
     assert capfd.readouterr().err == "a real problem\n"
+
+
+def test_importing_the_package_leaves_tensorflow_devices_configurable():
+    # GPU users set memory growth or virtual devices after their imports; that
+    # fails once TensorFlow has started its devices, so only `resvae` starts them.
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow is imported by the package only on its own backend")
+    code = (
+        "import keras_resvae, tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "two = [tf.config.LogicalDeviceConfiguration()] * 2\n"
+        "tf.config.set_logical_device_configuration(cpu, two)\n"
+        "print(len(tf.config.list_logical_devices('CPU')))"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "2"
