@@ -10,8 +10,8 @@ wrong ("Could not find cuda drivers", "failed call to cuInit: ... UNKNOWN ERROR
 (303)" on every machine without a GPU, oneDNN and CPU-instruction notices).
 Since TensorFlow 2.19 `TF_CPP_MIN_LOG_LEVEL` no longer hides them, because they
 come before absl's logging is initialised. `import_tensorflow` imports
-TensorFlow and starts its devices with the process's stderr caught, drops those
-known lines and passes every other line on.
+TensorFlow (and, for the `resvae` command, starts its devices) with the
+process's stderr caught, drops those known lines and passes every other line on.
 """
 
 import contextlib
