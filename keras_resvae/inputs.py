@@ -18,6 +18,7 @@ NaN pixels are allowed through: the training step skips non-finite updates.
 """
 
 import re
+import warnings
 
 import numpy as np
 
@@ -27,6 +28,11 @@ from keras_resvae import losses
 RANGE_TOLERANCE = 0.01
 _RANGE_MARKER = "keras-resvae: pixels out of range"
 _SHAPE_OP = "keras_resvae_image_shape"
+
+
+def _rescaling(output_activation):
+    """The expression that maps 0-255 pixels to the model's range."""
+    return "x / 255" if output_activation == "sigmoid" else "x / 127.5 - 1"
 
 
 def describe_shape_error(image_shape, received):
@@ -57,8 +63,7 @@ def describe_range_error(low_seen, high_seen, output_activation, what="The image
     """The message for pixels outside the model's range, with the likely fix."""
     low, high = losses.pixel_range(output_activation)
     if high_seen > 2.0:
-        scale = "x / 255" if output_activation == "sigmoid" else "x / 127.5 - 1"
-        fix = f"The data looks like 0-255 pixels: scale it with {scale}."
+        fix = f"The data looks like 0-255 pixels: scale it with {_rescaling(output_activation)}."
     elif output_activation == "sigmoid" and low_seen < -0.5:
         fix = (
             "The data looks centred to [-1, 1]: build the model with output_activation="
@@ -94,16 +99,20 @@ def check_array(images, image_shape, output_activation, what="The images"):
     if images.dtype == bool or not np.issubdtype(images.dtype, np.number):
         raise ValueError(f"{what} must be numbers. Received: dtype {images.dtype}.")
     if np.issubdtype(images.dtype, np.integer):
-        scale = "x / 255" if output_activation == "sigmoid" else "x / 127.5 - 1"
         low, high = losses.pixel_range(output_activation)
         raise ValueError(
             f"{what} are {images.dtype} integers, but this VAE takes float pixels in "
-            f"[{low:g}, {high:g}]. Convert them: x.astype('float32'), then {scale} for "
-            "0-255 pixels."
+            f"[{low:g}, {high:g}]. Convert them: x.astype('float32'), then "
+            f"{_rescaling(output_activation)} for 0-255 pixels."
         )
-    if images.size == 0 or np.isnan(images).all():
+    if images.size == 0:
         return
-    low_seen, high_seen = float(np.nanmin(images)), float(np.nanmax(images))
+    with warnings.catch_warnings():
+        # All-NaN gives NaN with a RuntimeWarning; no temporary mask of the whole array.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low_seen, high_seen = float(np.nanmin(images)), float(np.nanmax(images))
+    if np.isnan(low_seen):
+        return
     low, high = _range_with_tolerance(output_activation)
     if low_seen < low or high_seen > high:
         raise ValueError(describe_range_error(low_seen, high_seen, output_activation, what))
@@ -158,11 +167,10 @@ def checked_dataset(dataset, image_shape, output_activation, input_names):
     if spec.shape.rank is not None:
         check_shape(spec.shape.as_list(), image_shape)
     if not spec.dtype.is_floating:
-        scale = "x / 255" if output_activation == "sigmoid" else "x / 127.5 - 1"
         raise ValueError(
             f"The dataset's images are {spec.dtype.name}, but this VAE takes float pixels. "
-            f"Map them: dataset.map(lambda x: tf.cast(x, 'float32')), then {scale} for "
-            "0-255 pixels."
+            f"Map them: dataset.map(lambda x: tf.cast(x, 'float32')), then "
+            f"{_rescaling(output_activation)} for 0-255 pixels."
         )
     low, high = _range_with_tolerance(output_activation)
 
@@ -178,8 +186,8 @@ def checked_dataset(dataset, image_shape, output_activation, input_names):
 
     def check_element(*element):
         if len(element) == 1:
-            return _replace_images(element[0], check, input_names)
-        return (_replace_images(element[0], check, input_names), *element[1:])
+            return _replace_images(element[0], check)
+        return (_replace_images(element[0], check), *element[1:])
 
     return dataset.map(check_element)
 
@@ -190,11 +198,11 @@ def _images_of(element, input_names):
     return unwrap_images(element, input_names)
 
 
-def _replace_images(x, check, input_names):
+def _replace_images(x, check):
+    # A dict was checked against the encoder's input name with the element spec.
     if isinstance(x, dict):
-        key = next(iter(x))
-        unwrap_images(x, input_names)
-        return {key: check(x[key])}
+        ((key, images),) = x.items()
+        return {key: check(images)}
     return check(x)
 
 

@@ -587,7 +587,7 @@ def _weight_carrier(images, sample_weight):
             "its elements: (images, placeholder, weights), e.g. "
             "tf.data.Dataset.from_tensor_slices((x, tf.zeros(len(x)), w))."
         )
-    return np.zeros((len(ops.convert_to_numpy(sample_weight)),), "float32")
+    return np.zeros((len(sample_weight),), "float32")
 
 
 def _check_networks(encoder, decoder):
