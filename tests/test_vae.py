@@ -105,6 +105,17 @@ def test_non_finite_batches_are_skipped_without_touching_the_weights(blobs, resn
     assert np.isfinite(history.history["loss"][-1])
 
 
+def test_a_step_whose_update_is_not_finite_changes_no_weight(blobs):
+    # The loss and gradients are finite; only the optimizer's result is not.
+    vae = tiny_vae()
+    vae.compile(optimizer=keras.optimizers.Adam(float("inf")))
+    weights = [to_numpy(w).copy() for w in vae.trainable_weights]
+    history = vae.fit(blobs[:32], epochs=1, batch_size=16, verbose=0)
+    assert history.history["skipped_steps"] == [2.0]
+    for before, after in zip(weights, vae.trainable_weights):
+        np.testing.assert_array_equal(before, to_numpy(after))
+
+
 def test_kl_warmup_weights_the_kl_term(blobs):
     vae = tiny_vae(kl_warmup_steps=10, beta=2.0)
     loss0, terms0 = vae.compute_elbo(blobs[:8], step=0)

@@ -26,9 +26,18 @@ def unpack_batch(data):
 
 def is_finite(loss, grads):
     """True (a boolean tensor) when the loss and every gradient are finite."""
-    finite = ops.all(ops.isfinite(loss))
-    for grad in grads:
-        finite = ops.logical_and(finite, ops.all(ops.isfinite(grad)))
+    return all_finite([loss, *grads])
+
+
+def all_finite(values):
+    """True (a boolean tensor) when every value in every tensor is finite.
+
+    The steps check the updated weights with it too: finite gradients can still
+    give non-finite weights (an infinite learning rate, an overflowing moment).
+    """
+    finite = ops.convert_to_tensor(True)
+    for value in values:
+        finite = ops.logical_and(finite, ops.all(ops.isfinite(value)))
     return finite
 
 

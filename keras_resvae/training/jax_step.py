@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import keras
 
 from keras_resvae.training.common import (
+    all_finite,
     is_finite,
     unpack_batch,
     update_metrics,
@@ -67,7 +68,8 @@ def train_step(model, state, data):
     new_trainable, new_optimizer_vars = model.optimizer.stateless_apply(
         optimizer_vars, grads, trainable
     )
-    finite = is_finite(loss, grads)
+    # Finite gradients can still give non-finite weights (an infinite learning rate).
+    finite = jnp.logical_and(is_finite(loss, grads), all_finite(new_trainable))
 
     def keep_if_finite(new, old):
         # A non-finite step leaves weights, optimizer and batch-norm state untouched.

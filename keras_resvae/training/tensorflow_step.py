@@ -6,6 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_resvae.training.common import (
+    all_finite,
     is_finite,
     unpack_batch,
     update_metrics,
@@ -17,6 +18,7 @@ def train_step(model, data):
     images, sample_weight = unpack_batch(data)
     variables = model.trainable_variables
     saved_state = [tf.identity(v.value) for v in model.non_trainable_variables]
+    saved_weights = [tf.identity(v.value) for v in variables]
     with tf.GradientTape() as tape:
         loss, terms = model.compute_elbo(
             images, step=model.optimizer.iterations, training=True, sample_weight=sample_weight
@@ -34,6 +36,10 @@ def train_step(model, data):
         # still moves the weights slightly) and keeps the old batch-norm state.
         safe = [tf.where(finite, grad, tf.zeros_like(grad)) for grad in grads]
         model.optimizer.apply(safe, variables)
+        # Finite gradients can still give non-finite weights (an infinite learning rate).
+        finite = tf.logical_and(finite, all_finite([v.value for v in variables]))
+        for variable, value in zip(variables, saved_weights):
+            variable.assign(tf.where(finite, variable.value, value))
         for variable, value in zip(model.non_trainable_variables, saved_state):
             variable.assign(tf.where(finite, variable.value, value))
         return update_metrics(model, images, loss, terms, skipped=ops.logical_not(finite))
@@ -41,14 +47,22 @@ def train_step(model, data):
     def apply_update():
         model.optimizer.apply(grads, variables)
 
-    def restore_state():
+    def lower_loss_scale():
         if uses_loss_scaling(model.optimizer):
             model.optimizer.apply(grads, variables)  # lowers the loss scale only
+
+    ops.cond(finite, apply_update, lower_loss_scale)
+    # Finite gradients can still give non-finite weights (an infinite learning rate).
+    finite = tf.logical_and(finite, all_finite([v.value for v in variables]))
+
+    def restore_state():
+        for variable, value in zip(variables, saved_weights):
+            variable.assign(value)
         # A non-finite batch may have pushed NaNs into the batch-norm statistics.
         for variable, value in zip(model.non_trainable_variables, saved_state):
             variable.assign(value)
 
-    ops.cond(finite, apply_update, restore_state)
+    ops.cond(finite, lambda: None, restore_state)
     return update_metrics(model, images, loss, terms, skipped=ops.logical_not(finite))
 
 

@@ -5,6 +5,7 @@ import contextlib
 import torch
 
 from keras_resvae.training.common import (
+    all_finite,
     is_finite,
     unpack_batch,
     update_metrics,
@@ -26,10 +27,16 @@ def train_step(model, data):
     finite = bool(is_finite(loss.detach(), grads))
     with torch.no_grad():
         if finite:
+            before = [v.value.detach().clone() for v in variables]
             model.optimizer.apply(grads, variables)
-        else:
-            if uses_loss_scaling(model.optimizer):
-                model.optimizer.apply(grads, variables)  # lowers the loss scale only
+            # Finite gradients can still give non-finite weights (an infinite learning rate).
+            finite = bool(all_finite([v.value for v in variables]))
+            if not finite:
+                for variable, value in zip(variables, before):
+                    variable.assign(value)
+        elif uses_loss_scaling(model.optimizer):
+            model.optimizer.apply(grads, variables)  # lowers the loss scale only
+        if not finite:
             # A non-finite batch may have pushed NaNs into the batch-norm statistics.
             for variable, value in zip(model.non_trainable_variables, saved_state):
                 variable.assign(value)
