@@ -6,8 +6,10 @@ from the command line before that import; the option's callback below only
 checks that it took effect.
 """
 
+import errno
 import functools
 import json
+import math
 import os
 import shlex
 import sys
@@ -56,19 +58,89 @@ backend_option = click.option(
 )
 
 
+class ResvaeGroup(click.Group):
+    """The `resvae` group: every error, usage errors included, is one line and exit code 1.
+
+    Click prints a usage error in four lines (usage, a hint, a blank line, the
+    error) and exits with 2; the README promises one `Error:` line and 1 for
+    every user error, whether click or the library finds it.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:
+            click.echo(error.ctx.get_help())  # `resvae` alone: its help, as `resvae --help`
+            sys.exit(0)
+        except click.UsageError as error:
+            command = error.ctx.command_path if error.ctx is not None else "resvae"
+            message = error.format_message().rstrip(".")
+            click.echo(f"Error: {message} (see '{command} --help').", err=True)
+            sys.exit(1)
+        except click.ClickException as error:
+            click.echo(f"Error: {error.format_message()}", err=True)
+            sys.exit(1)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def describe_os_error(error):
+    """One line for a failed file operation: the path, the cause and what to do."""
+    if error.filename is None:
+        return str(error)  # raised with a message of its own
+    path = error.filename
+    if error.filename2:
+        path = f"{path} -> {error.filename2}"
+    cause = error.strerror or str(error)
+    advice = {
+        errno.ENOSPC: "free some space, then run the same command again (a fit: with --resume)",
+        errno.EROFS: "choose a folder on a writable file system",
+        errno.EACCES: "choose a folder you may write to, or change its permissions",
+        errno.EEXIST: "choose another path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+        errno.EISDIR: "the path is a folder; name a file",
+    }.get(error.errno)
+    return f"{path}: {cause}" + (f"; {advice}." if advice else ".")
+
+
 def user_errors(command):
     """Turns the library's errors about bad input into one line and exit code 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from keras_resvae.callbacks import TrainingDiverged
         from keras_resvae.datasets import DatasetUnavailableError
 
         try:
             return command(*args, **kwargs)
-        except (ValueError, FileNotFoundError, DatasetUnavailableError) as error:
+        except TrainingDiverged as error:
+            click.echo()  # ends the progress bar's line
             raise click.ClickException(str(error)) from None
+        except (ValueError, DatasetUnavailableError) as error:
+            raise click.ClickException(str(error)) from None
+        except OSError as error:
+            # A missing file, a full disk, a read-only file system: not a bug.
+            raise click.ClickException(describe_os_error(error)) from None
 
     return wrapper
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A `click.FloatRange` that also refuses NaN and infinities.
+
+    NaN passes every comparison of a plain range, so `--lr nan` or `--beta nan`
+    would reach training and silently produce a model of NaNs.
+    """
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return value
 
 
 # Options that `fit` and `compare` share, declared once.
@@ -103,7 +175,7 @@ batch_size_option = click.option(
 )
 lr_option = click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=FIT_DEFAULTS["lr"],
     show_default=True,
 )
@@ -123,7 +195,7 @@ def epochs_option(default):
 def width_option(default, help):
     return click.option(
         "--width",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloatRange(min=0, min_open=True),
         default=default,
         show_default=True,
         help=help,
@@ -136,7 +208,7 @@ def latent_dim_option(default):
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ResvaeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="keras-resvae")
 def main():
     """Variational autoencoders with basic and ResNet networks (Keras 3)."""
@@ -184,7 +256,7 @@ def main():
 @lr_option
 @click.option(
     "--beta",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=FIT_DEFAULTS["beta"],
     show_default=True,
     help="KL weight.",

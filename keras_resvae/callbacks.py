@@ -1,6 +1,7 @@
-"""Keras callbacks for run directories: epoch timing, atomic checkpoints, image grids."""
+"""Keras callbacks for run directories: epoch timing, divergence, atomic checkpoints, images."""
 
 import json
+import math
 import os
 import time
 
@@ -22,10 +23,30 @@ def write_json_atomically(path, data):
 
 
 def save_model_atomically(model, path):
-    """`model.save(path)`, but the file appears complete or not at all."""
+    """`model.save(path)`, but the file appears complete or not at all.
+
+    A model with a non-finite weight is refused (a ValueError), so no file of a
+    run ever holds one.
+    """
+    broken = non_finite_weights(model)
+    if broken:
+        raise ValueError(
+            f"Not saving {path}: the model has non-finite weights ({', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''})."
+        )
     with atomic_path(path) as temporary:
         model.save(temporary)
     return path
+
+
+def non_finite_weights(model):
+    """The paths of the model's floating-point weights that hold a NaN or an infinity."""
+    broken = []
+    for weight in model.weights:
+        if "float" in str(weight.dtype):
+            if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
+                broken.append(weight.path)
+    return broken
 
 
 def latest_checkpoint(folder):
@@ -33,15 +54,22 @@ def latest_checkpoint(folder):
     state_path = os.path.join(folder, CHECKPOINT_STATE)
     if not os.path.exists(state_path):
         return None
-    with open(state_path) as file:
-        state = json.load(file)
-    path = os.path.join(folder, state["file"])
+    try:
+        with open(state_path) as file:
+            state = json.load(file)
+        name, epoch = state["file"], int(state["epoch"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{state_path} is damaged ({type(error).__name__}: {error}), so the run cannot "
+            "tell which checkpoint is its latest. Start a new run with a new --out."
+        ) from None
+    path = os.path.join(folder, name)
     if not os.path.exists(path):
         raise ValueError(
             f"{state_path} names {state['file']}, which is missing: the run directory "
             "is damaged. Start a new run with a new --out."
         )
-    return path, int(state["epoch"])
+    return path, epoch
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -64,6 +92,69 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = self._seconds or time.perf_counter() - self._start
+
+
+class TrainingDiverged(ValueError):
+    """Training reached a point where the model is no longer usable (NaN or infinite)."""
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops `fit` with `TrainingDiverged` when an epoch ends with no usable model.
+
+    An epoch has diverged when its validation loss or a weight is not finite,
+    or when every one of its steps was skipped as non-finite (the model is not
+    learning any more). Under mixed_float16 a run's first steps overflow and
+    are skipped while the loss scale falls: that only counts once the scale
+    has fallen below 1 (the unscaled loss itself overflows) or did not fall
+    (the steps were skipped for another reason).
+
+    Put it before the callbacks that save the epoch: the exception stops the
+    epoch's remaining callbacks, so a diverged epoch writes no checkpoint.
+
+    Args:
+        advice: str. What the user can do, appended to the message.
+
+    Example:
+    >>> vae.fit(x, epochs=10, callbacks=[DivergenceGuard(), checkpoint])
+    """
+
+    def __init__(self, advice="lower the learning rate"):
+        super().__init__()
+        self.advice = advice
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps = 0
+        self._scale_before = self._loss_scale()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        reason = self._reason(logs or {})
+        if reason:
+            raise TrainingDiverged(
+                f"Training diverged at epoch {epoch + 1}: {reason}; {self.advice}."
+            )
+
+    def _reason(self, logs):
+        steps, skipped = getattr(self, "_steps", 0), float(logs.get("skipped_steps", 0.0))
+        if steps and skipped >= steps and self._all_skipped_is_divergence():
+            return "every step of the epoch was non-finite"
+        if "val_loss" in logs and not math.isfinite(float(logs["val_loss"])):
+            return "the validation loss is not finite"
+        if non_finite_weights(self.model):
+            return "some weights are not finite"
+        return None
+
+    def _all_skipped_is_divergence(self):
+        before, after = self._scale_before, self._loss_scale()
+        return before is None or after < 1.0 or after >= before
+
+    def _loss_scale(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return None
+        return float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

@@ -17,18 +17,24 @@ Every file is written atomically, so an interruption never leaves a truncated on
 
 import csv
 import json
+import math
 import os
+import shutil
+import zipfile
 
 import keras
 import numpy as np
 
 from keras_resvae import losses
 from keras_resvae.architectures.registry import resolve_architecture
+from keras_resvae.atomic import atomic_path
 from keras_resvae.build import build_vae
 from keras_resvae.callbacks import (
     AtomicCheckpoint,
+    DivergenceGuard,
     EpochTimer,
     ImageGrids,
+    TrainingDiverged,
     latest_checkpoint,
     reconstruction_grid,
     samples_grid,
@@ -41,6 +47,7 @@ from keras_resvae.distribute import data_parallel, local_devices
 from keras_resvae.images import save_png
 from keras_resvae.metrics import evaluate_vae
 from keras_resvae.precision import check_precision, precision_scope
+from keras_resvae.run_folder import RunFolder
 from keras_resvae.vae import VAE
 
 CONFIG = "config.json"
@@ -117,8 +124,13 @@ def resolve_fit_config(**options):
     for name in ("epochs", "batch_size"):
         if int(config[name]) < 1:
             raise ValueError(f"`{name}` must be at least 1. Received: {config[name]!r}")
+    for name in ("lr", "beta", "width"):
+        if not isinstance(config[name], (int, float)) or not math.isfinite(config[name]):
+            raise ValueError(f"`{name}` must be a finite number. Received: {config[name]!r}")
     if not config["lr"] > 0:
         raise ValueError(f"`lr` must be positive. Received: {config['lr']!r}")
+    if config["beta"] < 0:
+        raise ValueError(f"`beta` must be at least 0. Received: {config['beta']!r}")
     config["backend"] = keras.backend.backend()
     config["keras_version"] = keras.__version__
     return config
@@ -168,6 +180,12 @@ def _trim_history(path, completed_epochs):
 def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
     """Trains a VAE into the run directory `out`, or resumes an interrupted run.
 
+    The folder is claimed first (see `RunFolder`): a folder that is not a run
+    of ours, or one that another process is training into, is refused. A run
+    that fails before its first checkpoint leaves the folder as it found it.
+    Training that diverges stops with a `TrainingDiverged` error, and
+    `model.keras` is then the last checkpoint that was still usable.
+
     Args:
         out: str. The run directory.
         resume: bool. Continue the run in `out` from its last completed epoch,
@@ -184,26 +202,64 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
     >>> config, metrics = fit_run("runs/r18", arch="resnet18", use_batch_norm=False,
     ...                           dataset="digits", epochs=5)
     """
+    if dry_run:
+        config = _resumed_config(out, options) if resume else _new_config(out, options)
+        keras.utils.set_random_seed(config["seed"])
+        data = load_data_for(config)
+        resolve_architecture(
+            config["arch"], data.image_shape, config["latent_dim"], **_arch_options(config)
+        )
+        return config, None
+    with RunFolder(out, marker=CONFIG) as folder:
+        try:
+            return _train_run(out, resume, verbose, options)
+        except BaseException:
+            # A new run that never finished an epoch has nothing worth keeping.
+            if not resume and latest_checkpoint(os.path.join(out, CHECKPOINTS)) is None:
+                folder.discard_on_exit = True
+            raise
+
+
+def _resumed_config(out, options):
+    """The saved configuration of the run in `out`, with a new number of epochs."""
+    config_path = os.path.join(out, CONFIG)
+    if not os.path.exists(config_path):
+        raise ValueError(f"Cannot resume: {out} holds no run ({CONFIG} is missing).")
+    config = _read_json(config_path)
+    changed = {k: v for k, v in options.items() if k != "epochs" and config.get(k) != v}
+    if changed:
+        raise ValueError(
+            f"--resume continues the run with its saved configuration; only the number "
+            f"of epochs may change. Remove these options: {sorted(changed)}"
+        )
+    config["epochs"] = options.get("epochs", config["epochs"])
+    config["backend"] = keras.backend.backend()
+    return config
+
+
+def _new_config(out, options):
+    if os.path.exists(os.path.join(out, CONFIG)):
+        raise ValueError(
+            f"{out} already holds a run. Pass --resume to continue it, or choose a new --out."
+        )
+    return resolve_fit_config(**options)
+
+
+def _train_run(out, resume, verbose, options):
     config_path = os.path.join(out, CONFIG)
     checkpoints = os.path.join(out, CHECKPOINTS)
+    checkpoint = None
     if resume:
-        if not os.path.exists(config_path):
-            raise ValueError(f"Cannot resume: {out} holds no run ({CONFIG} is missing).")
-        config = _read_json(config_path)
-        changed = {k: v for k, v in options.items() if k != "epochs" and config.get(k) != v}
-        if changed:
+        config = _resumed_config(out, options)
+        checkpoint = latest_checkpoint(checkpoints)
+        done = checkpoint[1] if checkpoint else 0
+        if config["epochs"] < done:
             raise ValueError(
-                f"--resume continues the run with its saved configuration; only the number "
-                f"of epochs may change. Remove these options: {sorted(changed)}"
+                f"{out} has already trained {done} epochs, more than --epochs "
+                f"{config['epochs']}; nothing was changed. Pass a larger --epochs to train on."
             )
-        config["epochs"] = options.get("epochs", config["epochs"])
-        config["backend"] = keras.backend.backend()
     else:
-        if os.path.exists(config_path):
-            raise ValueError(
-                f"{out} already holds a run. Pass --resume to continue it, or choose a new --out."
-            )
-        config = resolve_fit_config(**options)
+        config = _new_config(out, options)
 
     # Before the data: TensorFlow's global seed also shapes the pipeline's
     # shuffling, so a run must not depend on what ran before it in the process.
@@ -213,30 +269,34 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
     resolve_architecture(
         config["arch"], data.image_shape, config["latent_dim"], **_arch_options(config)
     )
-    if dry_run:
-        return config, None
 
     with data_parallel(config.get("distribute", False), config["batch_size"]) as replicas:
         if replicas > 1:
             print(f"Data-parallel over {replicas} devices: {', '.join(map(str, local_devices()))}")
         initial_epoch = 0
-        checkpoint = latest_checkpoint(checkpoints) if resume else None
         if checkpoint:
-            vae = load_model(checkpoint[0])
+            # Under the run's precision, as a new run is built (the VAE's own policy).
+            with precision_scope(config.get("precision", "float32")):
+                vae = load_model(checkpoint[0])
             initial_epoch = checkpoint[1]
         else:
             vae = _build_model(config, data.image_shape)
-            vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
+            with data.reading_files():
+                sample = next(iter(data.train.unbatch().batch(1024))).numpy()
+            vae.initialize_output_bias(sample)
+        with data.reading_files():
+            preview = next(iter(data.test.unbatch().batch(16))).numpy()
         write_json_atomically(config_path, config)
         _trim_history(os.path.join(out, HISTORY), initial_epoch)
 
-        preview = next(iter(data.test.unbatch().batch(16))).numpy()
         # The checkpoint comes last: when it names epoch N, the history already has
-        # row N, and a resume trims any rows past the checkpoint.
+        # row N, and a resume trims any rows past the checkpoint. The guard comes
+        # before the images and the checkpoint, so a diverged epoch saves neither.
         callbacks = [
             EpochTimer(),
             keras.callbacks.CSVLogger(os.path.join(out, HISTORY), append=True),
             keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
+            DivergenceGuard(advice=_divergence_advice(config)),
             ImageGrids(os.path.join(out, "images"), preview, seed=config["seed"]),
             AtomicCheckpoint(checkpoints),
         ]
@@ -246,27 +306,60 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
             # below (outside the scope) still sees the whole test split.
             validation = validation.unbatch().batch(config["batch_size"], drop_remainder=True)
         if initial_epoch < config["epochs"]:
-            vae.fit(
-                data.train,
-                validation_data=validation,
-                epochs=config["epochs"],
-                initial_epoch=initial_epoch,
-                shuffle=False,  # the pipeline shuffles itself
-                callbacks=callbacks,
-                verbose=verbose,
-            )
+            try:
+                with data.reading_files():
+                    vae.fit(
+                        data.train,
+                        validation_data=validation,
+                        epochs=config["epochs"],
+                        initial_epoch=initial_epoch,
+                        shuffle=False,  # the pipeline shuffles itself
+                        callbacks=callbacks,
+                        verbose=verbose,
+                    )
+            except TrainingDiverged as error:
+                _keep_last_good_checkpoint(out, error)
+                raise
     save_model_atomically(vae, os.path.join(out, MODEL))
-    metrics = evaluate_model(vae, data)
+    with data.reading_files():
+        metrics = evaluate_model(vae, data)
     write_json_atomically(os.path.join(out, METRICS), metrics)
     save_png(os.path.join(out, "reconstructions.png"), reconstruction_grid(vae, preview))
     save_png(os.path.join(out, "samples.png"), samples_grid(vae, seed=config["seed"]))
     return config, metrics
 
 
+def _divergence_advice(config):
+    advice = f"lower --lr (this run: {config['lr']:g})"
+    if config.get("precision") == "mixed_float16":
+        advice += ", or train with --precision mixed_bfloat16 or float32"
+    return advice + ", and start a new run"
+
+
+def _keep_last_good_checkpoint(out, error):
+    """Makes the newest checkpoint (every one written is usable) the run's model."""
+    checkpoint = latest_checkpoint(os.path.join(out, CHECKPOINTS))
+    if checkpoint is None:
+        error.args = (f"{error.args[0]} Nothing was saved: no epoch ended with a usable model.",)
+        return
+    path, epoch = checkpoint
+    with atomic_path(os.path.join(out, MODEL)) as temporary:
+        shutil.copyfile(path, temporary)
+    error.args = (
+        f"{error.args[0]} {os.path.join(out, MODEL)} is the model after epoch {epoch}, the "
+        "last usable one.",
+    )
+
+
 def load_model(path):
     """Loads a keras-resvae `.keras` file with a clear error when it is missing or corrupt."""
     if not os.path.exists(path):
         raise ValueError(f"{path}: no such model file.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path}: cannot load this model file: it is not a .keras archive (a zip file); "
+            "it may be truncated or another kind of file."
+        )
     try:
         model = keras.models.load_model(path)
     except Exception as error:

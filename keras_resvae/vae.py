@@ -210,7 +210,8 @@ class VAE(keras.Model):
         Example:
         >>> images = vae.sample(16, seed=0)  # (16, H, W, C)
         """
-        z = keras.random.normal((int(n), self.latent_dim), seed=seed)
+        n = _count(n, "n")
+        z = keras.random.normal((n, self.latent_dim), seed=seed)
         return self.decode(z)
 
     def interpolate(self, images_a, images_b, steps=8):
@@ -227,8 +228,7 @@ class VAE(keras.Model):
         Example:
         >>> frames = vae.interpolate(x_test[0], x_test[1], steps=10)
         """
-        if int(steps) < 2:
-            raise ValueError(f"`steps` must be at least 2. Received: steps={steps!r}")
+        steps = _count(steps, "steps", minimum=2)
         single = len(ops.shape(images_a)) == 3
         if single:
             images_a, images_b = images_a[None], images_b[None]
@@ -260,6 +260,7 @@ class VAE(keras.Model):
         bias = getattr(layer, "bias", None)
         if bias is None:
             raise ValueError(f"The decoder's last layer ({layer.name}) has no bias to initialise.")
+        images = self.check_images(images)
         unit = ops.convert_to_numpy(losses.to_unit_interval(images, self.output_activation))
         mean = np.clip(unit.reshape(-1, unit.shape[-1]).mean(axis=0), 1e-3, 1 - 1e-3)
         logits = np.log(mean / (1 - mean)) / losses.logit_scale(self.output_activation)
@@ -369,6 +370,27 @@ class VAE(keras.Model):
                 f"Received: metrics={metrics!r}, weighted_metrics={weighted_metrics!r}"
             )
         super().compile(optimizer=optimizer, **kwargs)
+        optimizer = getattr(self, "optimizer", None)
+        if (
+            kwargs.get("auto_scale_loss", True)
+            and optimizer is not None
+            and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+            and self._computes_in_float16()
+        ):
+            # Keras adds loss scaling only under a global mixed_float16 policy. A
+            # loaded model has float16 layers without it; unscaled, its gradients
+            # underflow, and its saved loss-scale optimizer state would not load.
+            self.optimizer = keras.optimizers.LossScaleOptimizer(
+                optimizer, name="loss_scale_optimizer"
+            )
+
+    def _computes_in_float16(self):
+        networks = (self.encoder, self.decoder)
+        return any(
+            layer.dtype_policy.compute_dtype == "float16"
+            for network in networks
+            for layer in network._flatten_layers()
+        )
 
     def compile_from_config(self, config):
         # Keras only calls compile() for models that do not override it.
@@ -571,6 +593,15 @@ class VAE(keras.Model):
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
         return cls(**config)
+
+
+def _count(value, name, minimum=1):
+    """`value` as an int, if it is a whole number >= `minimum`; else a ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"`{name}` must be an integer. Received: {name}={value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be at least {minimum}. Received: {name}={value!r}")
+    return int(value)
 
 
 def _weight_carrier(images, sample_weight):

@@ -101,7 +101,7 @@ def test_bad_npz_files_give_clear_errors(tmp_path, arrays, message):
 def test_corrupt_npz_file(tmp_path):
     path = tmp_path / "broken.npz"
     path.write_bytes(b"this is not a zip archive")
-    with pytest.raises(ValueError, match="not a readable .npz"):
+    with pytest.raises(ValueError, match="not a .npz archive"):
         load_npz(path)
 
 
@@ -134,6 +134,18 @@ def test_bad_image_folders(tmp_path):
     (tmp_path / "mixed" / "broken.png").write_bytes(b"not an image at all")
     with pytest.raises(ValueError, match="not valid images.*broken.png"):
         load_dataset(str(tmp_path / "mixed"))
+
+
+def test_a_truncated_jpeg_is_named_when_the_pipeline_reaches_it(tmp_path):
+    write_images(tmp_path / "photos", 8)
+    good = (tmp_path / "photos" / "im1.jpg").read_bytes()
+    (tmp_path / "photos" / "zz_cut.jpg").write_bytes(good[: len(good) // 3])
+    data = load_dataset(str(tmp_path / "photos"), batch_size=2, image_size=8, test_fraction=0.5)
+    with pytest.raises(ValueError, match=r"zz_cut\.jpg: cannot decode this image"):
+        with data.reading_files():
+            for split in (data.train, data.test):
+                for _ in split:
+                    pass
 
 
 @pytest.mark.parametrize("name", sorted(TFDS_DATASETS))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -216,6 +217,13 @@ def test_export_never_overwrites_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="is a file"):
         _check_destination(str(tmp_path / "file"))
+
+
+def test_an_export_folder_has_ordinary_permissions(saved_model):
+    out, _ = saved_model
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o777 & ~mask
 
 
 def test_a_new_export_replaces_the_old_one_whole(tmp_path):

@@ -116,6 +116,17 @@ def test_a_step_whose_update_is_not_finite_changes_no_weight(blobs):
         np.testing.assert_array_equal(before, to_numpy(after))
 
 
+@pytest.mark.parametrize("n", [2.5, -1, 0, "3", True])
+def test_sample_takes_a_whole_number_of_images(n):
+    with pytest.raises(ValueError, match="`n` must be"):
+        tiny_vae().sample(n)
+
+
+def test_initialize_output_bias_checks_the_images():
+    with pytest.raises(ValueError, match="16, 16, 1"):
+        tiny_vae().initialize_output_bias(np.zeros((4, 28, 28, 1), "float32"))
+
+
 def test_kl_warmup_weights_the_kl_term(blobs):
     vae = tiny_vae(kl_warmup_steps=10, beta=2.0)
     loss0, terms0 = vae.compute_elbo(blobs[:8], step=0)

@@ -1,6 +1,7 @@
 """The user's own images: `.npz` files and folders of image files."""
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -60,6 +61,9 @@ def load_npz(path, test_fraction=0.1, seed=0):
     Example:
     >>> x_train, x_test = load_npz("faces.npz")
     """
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        # np.load would advise allow_pickle=True: never right for a dataset file.
+        raise ValueError(f"{path}: not a .npz archive (a zip of arrays saved by numpy.savez).")
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -113,6 +117,29 @@ def list_image_files(folder):
     return files
 
 
+def _decode(tf, path, channels):
+    return tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+
+
+def first_unreadable_image(folder, channels=3):
+    """`(path, reason)` of the first image file in `folder` that cannot be decoded, or None.
+
+    Decodes every file, so it is meant for after a pipeline has failed, to name
+    the file that broke it.
+
+    Example:
+    >>> first_unreadable_image("photos/")
+    ('photos/cat.jpg', 'jpeg::Uncompress failed. Invalid JPEG data or size.')
+    """
+    tf = import_tensorflow()
+    for path in list_image_files(folder):
+        try:
+            _decode(tf, path, channels)
+        except tf.errors.OpError as error:
+            return path, error.message.strip().splitlines()[0]
+    return None
+
+
 def image_folder_datasets(folder, image_size=64, channels=3, test_fraction=0.1, seed=0):
     """Train/test `tf.data` datasets of the images in a folder, resized to a square.
 
@@ -129,9 +156,7 @@ def image_folder_datasets(folder, image_size=64, channels=3, test_fraction=0.1, 
     train_index, test_index = split_indices(len(files), test_fraction, seed)
 
     def decode(path):
-        image = tf.io.decode_image(
-            tf.io.read_file(path), channels=channels, expand_animations=False
-        )
+        image = _decode(tf, path, channels)
         image = tf.image.resize(image, (image_size, image_size), antialias=True)
         return tf.clip_by_value(image / 255.0, 0.0, 1.0)
 

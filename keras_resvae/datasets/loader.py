@@ -1,8 +1,9 @@
 """`load_dataset`: one entry point for named, built-in and user datasets."""
 
+import functools
 import os
 
-from keras_resvae.datasets.arrays import image_folder_datasets, load_npz
+from keras_resvae.datasets.arrays import first_unreadable_image, image_folder_datasets, load_npz
 from keras_resvae.datasets.digits import load_digits
 from keras_resvae.datasets.pipeline import make_splits
 from keras_resvae.datasets.tfds_source import TFDS_DATASETS, tfds_datasets
@@ -60,12 +61,14 @@ def load_dataset(
     >>> vae = build_vae("basic", data.image_shape, output_activation=data.output_activation)
     >>> vae.fit(data.train, validation_data=data.test, epochs=10)
     """
+    find_unreadable = None
     if dataset in BUILTIN_DATASETS:
         parts = _array_datasets(*load_digits())
     elif dataset in TFDS_DATASETS:
         parts = tfds_datasets(dataset, data_dir=data_dir)
     elif os.path.isdir(dataset):
         parts = image_folder_datasets(dataset, image_size, channels, test_fraction, seed)
+        find_unreadable = functools.partial(first_unreadable_image, dataset, channels)
     elif os.path.isfile(dataset):
         if not dataset.endswith(".npz"):
             raise ValueError(f"{dataset}: a dataset file must be a .npz archive of image arrays.")
@@ -87,4 +90,5 @@ def load_dataset(
         num_test=num_test,
         seed=seed,
         limit=limit,
+        find_unreadable=find_unreadable,
     )

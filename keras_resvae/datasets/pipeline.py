@@ -1,5 +1,6 @@
 """Turning image datasets into batched float32 `tf.data` pipelines for `fit`."""
 
+import contextlib
 import dataclasses
 import math
 
@@ -22,6 +23,8 @@ class DatasetSplits:
             "tanh"`), else in [0, 1].
         name: the dataset's name or path.
         num_train, num_test: numbers of images, or None where unknown.
+        find_unreadable: for datasets read from files, a function that returns
+            `(path, reason)` of the first file that cannot be decoded, or None.
     """
 
     train: object
@@ -31,11 +34,42 @@ class DatasetSplits:
     name: str
     num_train: int = None
     num_test: int = None
+    find_unreadable: object = None
+
+    @contextlib.contextmanager
+    def reading_files(self):
+        """Turns a failure to decode one of the dataset's files into a ValueError naming it.
+
+        A `tf.data` pipeline reports an undecodable file (a truncated JPEG) only
+        by the decoder's message, deep inside `fit`. Here that failure is
+        traced to the file, by decoding each file again, only when it happens.
+
+        Example:
+        >>> with data.reading_files():
+        ...     vae.fit(data.train, epochs=10)
+        """
+        try:
+            yield
+        except Exception as error:
+            if self.find_unreadable is None or not _is_decoding_error(error):
+                raise
+            found = self.find_unreadable()
+            if found is None:
+                raise
+            path, reason = found
+            raise ValueError(
+                f"{path}: cannot decode this image ({reason}). Remove or replace it."
+            ) from None
 
     @property
     def output_activation(self):
         """The output activation that matches the pixel range."""
         return "tanh" if self.center else "sigmoid"
+
+
+def _is_decoding_error(error):
+    tf = import_tensorflow()
+    return isinstance(error, tf.errors.OpError)
 
 
 def make_splits(
@@ -50,6 +84,7 @@ def make_splits(
     num_test=None,
     seed=0,
     limit=None,
+    find_unreadable=None,
 ):
     """Batches two datasets of uint8 or [0, 1] float images into `DatasetSplits`.
 
@@ -62,6 +97,7 @@ def make_splits(
         num_train, num_test: sizes if known (for caching and checks).
         seed: shuffle seed.
         limit: int or None. Use at most this many training images.
+        find_unreadable: see `DatasetSplits`.
     """
     tf = import_tensorflow()
     if limit is not None:
@@ -101,4 +137,5 @@ def make_splits(
         name=name,
         num_train=num_train,
         num_test=num_test,
+        find_unreadable=find_unreadable,
     )

@@ -80,6 +80,8 @@ def write_export(vae, out, export_format, source=None, trained_backend=None):
     metadata = export_metadata(vae, export_format, source, trained_backend)
     staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(out))
     try:
+        # mkdtemp's folder is private (0700); the export is an ordinary folder.
+        os.chmod(staging, 0o777 & ~_umask())
         if export_format == "saved_model":
             tensorflow_export.write_saved_model(vae, staging)
         else:
@@ -90,6 +92,12 @@ def write_export(vae, out, export_format, source=None, trained_backend=None):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metadata
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _check_destination(out):
