@@ -119,6 +119,18 @@ def _train(run_dir, options, verbose):
     return fit_run(run_dir, verbose=verbose, **options)[0]
 
 
+def _check_report_folder(out):
+    """Refuses a file, and a non-empty folder that is not a report (it would be overwritten)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"{out} is a file; a report needs a folder: choose another --out.")
+    if os.path.isdir(out) and os.listdir(out) and not os.path.isdir(os.path.join(out, "runs")):
+        raise ValueError(
+            f"{out} is not empty and is not a resvae compare report (it has no runs/ "
+            "folder): choose a new or empty folder for --out, so that nothing in it is "
+            "overwritten."
+        )
+
+
 def run_comparison(
     out,
     variants=DEFAULT_VARIANTS,
@@ -158,6 +170,7 @@ def run_comparison(
     >>> rows = run_comparison("reports/study", ["basic", "resnet18-nobn"], epochs=5)
     """
     names = variant_names(variants, center)
+    _check_report_folder(out)
     shared = {**COMPARE_DEFAULTS, **fit_options}
     for key in ("arch", "use_batch_norm", "skip", "center"):
         if key in shared:

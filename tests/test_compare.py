@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 
 import keras
 import numpy as np
@@ -41,6 +42,14 @@ def test_variant_names_map_to_fit_options():
         "resnet18-nobn-tanh",
     ]
     assert len(DEFAULT_VARIANTS) == 5
+
+
+def test_a_folder_that_is_not_a_report_is_left_untouched(tmp_path):
+    (tmp_path / "results.md").write_text("my own results")
+    result = invoke("--out", tmp_path, "--variants", "basic")
+    assert result.exit_code == 1 and "is not a resvae compare report" in result.output
+    assert os.listdir(tmp_path) == ["results.md"]
+    assert (tmp_path / "results.md").read_text() == "my own results"
 
 
 @pytest.mark.parametrize(
