@@ -154,7 +154,10 @@ class DivergenceGuard(keras.callbacks.Callback):
         optimizer = getattr(self.model, "optimizer", None)
         if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             return None
-        return float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))
+        scale = getattr(optimizer, "dynamic_scale", None)  # created when it is built
+        if scale is None:
+            return float(optimizer.initial_scale)
+        return float(keras.ops.convert_to_numpy(scale))
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

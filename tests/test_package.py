@@ -160,6 +160,17 @@ def test_resvae_starts_on_the_asked_backend_without_tensorflow_noise(tmp_path):
     assert not result.stderr.strip(), result.stderr
 
 
+def test_a_failing_resvae_prints_one_line_and_exits_with_1(tmp_path):
+    # A real process: TensorFlow's start-up lines would come before the error here.
+    backend = keras.backend.backend()
+    result = resvae("fit", "--backend", backend, "--arch", "foo", "--out", tmp_path / "run")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: Invalid value for '--arch': 'foo' is not one of 'basic'")
+    assert line.endswith("(see 'resvae fit --help').")
+    assert not result.stdout
+
+
 def test_the_command_line_backend_is_read_before_keras():
     assert startup.command_line_backend(["fit", "--backend", "jax", "--out", "x"]) == "jax"
     assert startup.command_line_backend(["fit", "--backend=torch"]) == "torch"

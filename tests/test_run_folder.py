@@ -211,3 +211,25 @@ def test_the_api_refuses_non_finite_numbers_too(tmp_path):
     for name in ("lr", "beta", "width"):
         with pytest.raises(ValueError, match=f"`{name}` must be a finite number"):
             runs.fit_run(str(tmp_path / name), dry_run=True, **{name: float("nan")})
+
+
+def test_an_undecodable_image_is_named_and_the_run_leaves_nothing(tmp_path):
+    from keras_resvae.startup import import_tensorflow
+
+    tf = import_tensorflow()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(8):
+        image = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+        (photos / f"im{index}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    whole = (photos / "im0.jpg").read_bytes()
+    (photos / "im9.jpg").write_bytes(whole[: len(whole) // 3])
+    result = resvae(
+        "fit", "--dataset", photos, "--image-size", 8, "--batch-size", 2,
+        "--arch", "basic", "--width", 0.125, "--latent-dim", 2, "--epochs", 1,
+        "--out", tmp_path / "run",
+    )  # fmt: skip
+    line = error_line(result)
+    assert "im9.jpg: cannot decode this image" in line
+    assert not (tmp_path / "run").exists()
