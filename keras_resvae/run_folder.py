@@ -46,8 +46,8 @@ class RunFolder:
         self.path = path
         self.marker = marker
         self.discard_on_exit = False
+        self.created = False  # True when entering created the folder
         self._lock = None
-        self._created = False
         self._entries_before = set()
 
     def __enter__(self):
@@ -60,7 +60,7 @@ class RunFolder:
                 f"{self.marker}): choose a new or empty folder for --out, so that nothing in "
                 "it is overwritten."
             )
-        self._created = not os.path.exists(self.path)
+        self.created = not os.path.exists(self.path)
         os.makedirs(self.path, exist_ok=True)
         self._lock = _acquire_lock(os.path.join(self.path, LOCK_FILE), self.path)
         self._entries_before = set(os.listdir(self.path))
@@ -83,7 +83,7 @@ class RunFolder:
                     os.remove(entry)
         with contextlib.suppress(OSError):
             os.remove(os.path.join(self.path, LOCK_FILE))
-        if self._created:
+        if self.created:
             with contextlib.suppress(OSError):
                 os.rmdir(self.path)  # only if empty
 

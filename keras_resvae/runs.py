@@ -214,10 +214,22 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
         try:
             return _train_run(out, resume, verbose, options)
         except BaseException:
-            # A new run that never finished an epoch has nothing worth keeping.
-            if not resume and latest_checkpoint(os.path.join(out, CHECKPOINTS)) is None:
-                folder.discard_on_exit = True
+            folder.discard_on_exit = _never_started(out, resume, folder)
             raise
+
+
+def _never_started(out, resume, folder):
+    """True when a failed run leaves nothing worth keeping: no epoch of it finished.
+
+    A resumed run's folder held the run before this call, so it is kept unless
+    this call created it (resuming a folder that did not exist).
+    """
+    try:
+        if latest_checkpoint(os.path.join(out, CHECKPOINTS)) is not None:
+            return False
+    except ValueError:  # a damaged checkpoint state: keep everything for the user to see
+        return False
+    return folder.created or not resume
 
 
 def _resumed_config(out, options):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import blob_images, tiny_vae
 from keras_resvae.cli.main import main
 
-from keras_resvae import runs
+from keras_resvae import callbacks, runs
 from keras_resvae.callbacks import (
     DivergenceGuard,
     TrainingDiverged,
@@ -98,6 +98,31 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_trace(tmp_path, 
     (tmp_path / "empty").mkdir()
     error_line(fit("--epochs", 1, "--out", tmp_path / "empty"))
     assert os.listdir(tmp_path / "empty") == []
+
+
+def test_a_full_disk_after_the_first_checkpoint_keeps_the_run_for_resume(tmp_path, monkeypatch):
+    original = callbacks.AtomicCheckpoint.on_epoch_end
+
+    def disk_full_in_epoch_2(self, epoch, logs=None):
+        if epoch == 1:
+            raise OSError(28, "No space left on device", str(tmp_path / "run" / "x.keras"))
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.AtomicCheckpoint, "on_epoch_end", disk_full_in_epoch_2)
+    out = tmp_path / "run"
+    line = error_line(fit("--epochs", 3, "--out", out))
+    assert "No space left on device; free some space" in line and "--resume" in line
+    assert json.loads((out / "checkpoints" / "checkpoint.json").read_text())["epoch"] == 1
+    monkeypatch.setattr(callbacks.AtomicCheckpoint, "on_epoch_end", original)
+    result = resvae("fit", "--out", out, "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert (out / "model.keras").exists()
+
+
+def test_resuming_a_folder_that_does_not_exist_leaves_none(tmp_path):
+    line = error_line(resvae("fit", "--out", tmp_path / "none", "--resume"))
+    assert "holds no run" in line
+    assert not (tmp_path / "none").exists()
 
 
 def test_resume_with_fewer_epochs_than_done_changes_nothing(tmp_path):
