@@ -385,11 +385,10 @@ class VAE(keras.Model):
             )
 
     def _computes_in_float16(self):
-        networks = (self.encoder, self.decoder)
         return any(
             layer.dtype_policy.compute_dtype == "float16"
-            for network in networks
-            for layer in network._flatten_layers()
+            for network in (self.encoder, self.decoder)
+            for layer in [network, *network.layers]
         )
 
     def compile_from_config(self, config):
