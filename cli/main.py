@@ -185,7 +185,11 @@ likelihood_option = click.option(
     default=FIT_DEFAULTS["likelihood"],
     show_default=True,
 )
-seed_option = click.option("--seed", type=int, default=FIT_DEFAULTS["seed"], show_default=True)
+# The seed seeds NumPy too, which takes 0 to 2**32 - 1.
+SEED_RANGE = click.IntRange(0, 2**32 - 1)
+seed_option = click.option(
+    "--seed", type=SEED_RANGE, default=FIT_DEFAULTS["seed"], show_default=True
+)
 
 
 def epochs_option(default):
@@ -452,7 +456,7 @@ def _output_option(default):
 @main.command()
 @click.argument("run_or_model")
 @click.option("-n", "--num", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_RANGE, default=0, show_default=True)
 @_output_option("samples.png")
 @backend_option
 @user_errors

@@ -1,6 +1,7 @@
 """Atomic file writes: a file appears complete or not at all."""
 
 import contextlib
+import errno
 import os
 
 
@@ -15,12 +16,19 @@ def atomic_path(path):
     >>> with atomic_path("runs/x/model.keras") as temporary:
     ...     model.save(temporary)
     """
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     temporary = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as error:
+        # Name the file the user asked for, not our temporary one (a full disk).
+        if error.filename == temporary:
+            error.filename, error.filename2 = path, None
+        raise
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

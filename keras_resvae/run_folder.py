@@ -51,6 +51,8 @@ class RunFolder:
         self._entries_before = set()
 
     def __enter__(self):
+        if not self.path:
+            raise ValueError("The run folder's path is empty: name a folder with --out.")
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ValueError(f"{self.path} is a file; a run needs a folder: choose another --out.")
         entries = set(os.listdir(self.path)) - {LOCK_FILE} if os.path.isdir(self.path) else set()

@@ -124,6 +124,10 @@ def resolve_fit_config(**options):
     for name in ("epochs", "batch_size"):
         if int(config[name]) < 1:
             raise ValueError(f"`{name}` must be at least 1. Received: {config[name]!r}")
+    if isinstance(config["seed"], bool) or not isinstance(config["seed"], int):
+        raise ValueError(f"`seed` must be an integer. Received: {config['seed']!r}")
+    if not 0 <= config["seed"] < 2**32:
+        raise ValueError(f"`seed` must be between 0 and 2**32 - 1. Received: {config['seed']!r}")
     for name in ("lr", "beta", "width"):
         if not isinstance(config[name], (int, float)) or not math.isfinite(config[name]):
             raise ValueError(f"`{name}` must be a finite number. Received: {config[name]!r}")

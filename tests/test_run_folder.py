@@ -223,6 +223,7 @@ def test_a_model_with_non_finite_weights_is_never_written(tmp_path):
         (["--arch", "foo"], "'foo' is not one of"),
         (["--epochs", "0"], "0 is not in the range x>=1"),
         (["--image-size", "7"], "7 is not in the range x>=8"),
+        (["--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_code_1(args, message, tmp_path):
@@ -258,3 +259,18 @@ def test_an_undecodable_image_is_named_and_the_run_leaves_nothing(tmp_path):
     line = error_line(result)
     assert "im9.jpg: cannot decode this image" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_file_errors_name_the_user_s_path_not_a_temporary_one(tmp_path, monkeypatch):
+    from keras_resvae.atomic import atomic_path
+
+    with pytest.raises(IsADirectoryError) as error:
+        with atomic_path(str(tmp_path)):
+            pass
+    assert error.value.filename == str(tmp_path)
+    target = tmp_path / "model.keras"
+    with pytest.raises(OSError) as error:
+        with atomic_path(str(target)) as temporary:
+            raise OSError(28, "No space left on device", temporary)
+    assert error.value.filename == str(target) and os.listdir(tmp_path) == []
+    assert "empty" in error_line(resvae("fit", "--out", ""))
