@@ -27,11 +27,11 @@ LOCK_FILE = ".resvae.lock"
 class RunFolder:
     """Claims a run directory for this process (a context manager).
 
-    On entry: refuses a path that is a file, and a non-empty folder that has no
-    `marker` file (it is not a run of ours); creates the folder; takes its lock,
-    or raises a ValueError naming the process that holds it. On exit: releases
-    the lock, and if `discard_on_exit` was set, removes every entry the run
-    created (and the folder, if the run created it).
+    On entry: refuses a path that is a file, and a folder with files (other
+    than hidden ones) but no `marker` file (it is not a run of ours); creates
+    the folder; takes its lock, or raises a ValueError naming the process that
+    holds it. On exit: releases the lock, and if `discard_on_exit` was set,
+    removes every entry the run created (and the folder, if the run created it).
 
     Args:
         path: str. The run directory.
@@ -55,7 +55,9 @@ class RunFolder:
             raise ValueError("The run folder's path is empty: name a folder with --out.")
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ValueError(f"{self.path} is a file; a run needs a folder: choose another --out.")
-        entries = set(os.listdir(self.path)) - {LOCK_FILE} if os.path.isdir(self.path) else set()
+        # Hidden files (.DS_Store, our lock) are never written over by a run.
+        entries = os.listdir(self.path) if os.path.isdir(self.path) else []
+        entries = {name for name in entries if not name.startswith(".")}
         if entries and self.marker not in entries:
             raise ValueError(
                 f"{self.path} is not empty and is not a keras-resvae run (it has no "

@@ -63,6 +63,12 @@ def test_a_folder_that_is_not_a_run_is_left_untouched(tmp_path):
     line = error_line(fit("--epochs", 1, "--out", mine))
     assert "is not a keras-resvae run" in line and str(mine) in line
     assert folder_contents(mine) == before
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_bytes(b"finder")
+    with RunFolder(str(hidden)):  # only hidden files: nothing a run could overwrite
+        pass
+    assert os.listdir(hidden) == [".DS_Store"]
     (tmp_path / "file").write_text("keep")
     assert "is a file" in error_line(fit("--epochs", 1, "--out", tmp_path / "file"))
     assert (tmp_path / "file").read_text() == "keep"
