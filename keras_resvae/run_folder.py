@@ -71,13 +71,19 @@ class RunFolder:
         return self
 
     def __exit__(self, kind, error, traceback):
-        _release_lock(self._lock, os.path.join(self.path, LOCK_FILE))
-        self._lock = None
+        # Discard while still holding the lock: once it is released, another
+        # process may claim the folder, and its files must not be touched.
         if self.discard_on_exit:
             self._discard_new_entries()
+        _release_lock(self._lock, os.path.join(self.path, LOCK_FILE))
+        self._lock = None
+        if self.discard_on_exit and self.created:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path)  # only if it is empty: nobody claimed it meanwhile
         return False
 
     def _discard_new_entries(self):
+        # The lock file was there before the snapshot, so it is not among these.
         for name in set(os.listdir(self.path)) - self._entries_before:
             entry = os.path.join(self.path, name)
             if os.path.isdir(entry) and not os.path.islink(entry):
@@ -85,11 +91,6 @@ class RunFolder:
             else:
                 with contextlib.suppress(OSError):
                     os.remove(entry)
-        with contextlib.suppress(OSError):
-            os.remove(os.path.join(self.path, LOCK_FILE))
-        if self.created:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.path)  # only if empty
 
 
 def _acquire_lock(path, folder):
