@@ -208,11 +208,7 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
     """
     if dry_run:
         config = _resumed_config(out, options) if resume else _new_config(out, options)
-        keras.utils.set_random_seed(config["seed"])
-        data = load_data_for(config)
-        resolve_architecture(
-            config["arch"], data.image_shape, config["latent_dim"], **_arch_options(config)
-        )
+        _seeded_data(config)  # checks the data and the architecture
         return config, None
     with RunFolder(out, marker=CONFIG) as folder:
         try:
@@ -262,12 +258,10 @@ def _new_config(out, options):
 
 
 def _train_run(out, resume, verbose, options):
-    config_path = os.path.join(out, CONFIG)
-    checkpoints = os.path.join(out, CHECKPOINTS)
     checkpoint = None
     if resume:
         config = _resumed_config(out, options)
-        checkpoint = latest_checkpoint(checkpoints)
+        checkpoint = latest_checkpoint(os.path.join(out, CHECKPOINTS))
         done = checkpoint[1] if checkpoint else 0
         if config["epochs"] < done:
             raise ValueError(
@@ -277,6 +271,14 @@ def _train_run(out, resume, verbose, options):
     else:
         config = _new_config(out, options)
 
+    data = _seeded_data(config)
+    # Any read of an image file from here on names the file that cannot be decoded.
+    with data.reading_files():
+        return _train(out, config, data, checkpoint, verbose)
+
+
+def _seeded_data(config):
+    """Seeds everything from the run's seed, then loads its data and checks its architecture."""
     # Before the data: TensorFlow's global seed also shapes the pipeline's
     # shuffling, so a run must not depend on what ran before it in the process.
     # Then the initial weights, noise and order all follow from the seed.
@@ -285,7 +287,12 @@ def _train_run(out, resume, verbose, options):
     resolve_architecture(
         config["arch"], data.image_shape, config["latent_dim"], **_arch_options(config)
     )
+    return data
 
+
+def _train(out, config, data, checkpoint, verbose):
+    """Builds or restores the model, trains it, and writes the run's files."""
+    checkpoints = os.path.join(out, CHECKPOINTS)
     with data_parallel(config.get("distribute", False), config["batch_size"]) as replicas:
         if replicas > 1:
             print(f"Data-parallel over {replicas} devices: {', '.join(map(str, local_devices()))}")
@@ -297,12 +304,9 @@ def _train_run(out, resume, verbose, options):
             initial_epoch = checkpoint[1]
         else:
             vae = _build_model(config, data.image_shape)
-            with data.reading_files():
-                sample = next(iter(data.train.unbatch().batch(1024))).numpy()
-            vae.initialize_output_bias(sample)
-        with data.reading_files():
-            preview = next(iter(data.test.unbatch().batch(16))).numpy()
-        write_json_atomically(config_path, config)
+            vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
+        preview = next(iter(data.test.unbatch().batch(16))).numpy()
+        write_json_atomically(os.path.join(out, CONFIG), config)
         _trim_history(os.path.join(out, HISTORY), initial_epoch)
 
         # The checkpoint comes last: when it names epoch N, the history already has
@@ -323,22 +327,20 @@ def _train_run(out, resume, verbose, options):
             validation = validation.unbatch().batch(config["batch_size"], drop_remainder=True)
         if initial_epoch < config["epochs"]:
             try:
-                with data.reading_files():
-                    vae.fit(
-                        data.train,
-                        validation_data=validation,
-                        epochs=config["epochs"],
-                        initial_epoch=initial_epoch,
-                        shuffle=False,  # the pipeline shuffles itself
-                        callbacks=callbacks,
-                        verbose=verbose,
-                    )
+                vae.fit(
+                    data.train,
+                    validation_data=validation,
+                    epochs=config["epochs"],
+                    initial_epoch=initial_epoch,
+                    shuffle=False,  # the pipeline shuffles itself
+                    callbacks=callbacks,
+                    verbose=verbose,
+                )
             except TrainingDiverged as error:
                 _keep_last_good_checkpoint(out, error)
                 raise
     save_model_atomically(vae, os.path.join(out, MODEL))
-    with data.reading_files():
-        metrics = evaluate_model(vae, data)
+    metrics = evaluate_model(vae, data)
     write_json_atomically(os.path.join(out, METRICS), metrics)
     save_png(os.path.join(out, "reconstructions.png"), reconstruction_grid(vae, preview))
     save_png(os.path.join(out, "samples.png"), samples_grid(vae, seed=config["seed"]))
