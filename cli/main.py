@@ -22,8 +22,9 @@ from keras_resvae.architectures.resnet import STEMS, UPSAMPLING
 from keras_resvae.compare import COMPARE_DEFAULTS, DEFAULT_VARIANTS
 from keras_resvae.compilation import JIT_COMPILE_CHOICES
 from keras_resvae.losses import LIKELIHOODS
+from keras_resvae.memory import first_line, is_out_of_memory
 from keras_resvae.precision import PRECISIONS
-from keras_resvae.runs import EVAL_IMAGES, FIT_DEFAULTS
+from keras_resvae.runs import EVAL_BATCH_SIZE, EVAL_IMAGES, FIT_DEFAULTS
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -125,6 +126,15 @@ def user_errors(command):
         except OSError as error:
             # A missing file, a full disk, a read-only file system: not a bug.
             raise click.ClickException(describe_os_error(error)) from None
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            click.echo()  # ends a progress bar's line
+            raise click.ClickException(
+                f"Out of memory ({first_line(error)}): lower --batch-size (evaluate and "
+                "compare: or --iwae-samples; fit: or --width) and run again; an "
+                "interrupted fit continues with --resume."
+            ) from None
 
     return wrapper
 
@@ -391,7 +401,12 @@ def metric_options(command):
 @click.argument("run_or_model")
 @click.option("--dataset", default=None, help="Dataset to evaluate on. [default: the run's]")
 @click.option("--data-dir", default=None)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Images per forward pass. [default: {EVAL_BATCH_SIZE}]",
+)
 @click.option(
     "--max-images",
     type=click.IntRange(min=2),
@@ -421,7 +436,9 @@ def evaluate(
     config = _data_config(model, config, dataset, data_dir)
     data = load_data_for(config, batch_size=batch_size)
     features = _inception_features(fid, inception_weights)
-    metrics = evaluate_model(model, data, max_images, iwae_samples, features)
+    metrics = evaluate_model(
+        model, data, max_images, iwae_samples, features, batch_size=batch_size or EVAL_BATCH_SIZE
+    )
     metrics["dataset"] = config["dataset"]
     folder = run_or_model if os.path.isdir(run_or_model) else os.path.dirname(run_or_model)
     path = os.path.join(folder or ".", "evaluation.json")

@@ -188,7 +188,9 @@ def run_comparison(
             config = _train(run_dir, {**variant_options(name, shared), "seed": seed}, verbose)
             vae = load_model(os.path.join(run_dir, MODEL))
             data = load_data_for(config)
-            metrics = evaluate_model(vae, data, eval_images, iwae_samples, features, seed)
+            metrics = evaluate_model(
+                vae, data, eval_images, iwae_samples, features, seed, verbose=verbose
+            )
             write_json_atomically(os.path.join(run_dir, "evaluation.json"), metrics)
             history = _read_history(os.path.join(run_dir, HISTORY))
             repeat_rows.append(_row(name, config, vae, history, metrics))

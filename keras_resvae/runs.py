@@ -45,6 +45,7 @@ from keras_resvae.compilation import check_jit_compile
 from keras_resvae.datasets import load_dataset
 from keras_resvae.distribute import data_parallel, local_devices
 from keras_resvae.images import save_png
+from keras_resvae.memory import check_batch_fits
 from keras_resvae.metrics import evaluate_vae
 from keras_resvae.precision import check_precision, precision_scope
 from keras_resvae.run_folder import RunFolder
@@ -57,6 +58,8 @@ METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
 # Test images the end-of-run metrics use (the whole split of digits, MNIST, CIFAR-10).
 EVAL_IMAGES = 10000
+# Images per forward pass of the test-set metrics.
+EVAL_BATCH_SIZE = 64
 ARCH_OPTIONS = ("use_batch_norm", "skip", "width", "stem", "upsampling")
 
 # What `fit_run` takes, with its defaults (the CLI's defaults come from here too).
@@ -340,7 +343,7 @@ def _train(out, config, data, checkpoint, verbose):
                 _keep_last_good_checkpoint(out, error)
                 raise
     save_model_atomically(vae, os.path.join(out, MODEL))
-    metrics = evaluate_model(vae, data)
+    metrics = evaluate_model(vae, data, verbose=verbose)
     write_json_atomically(os.path.join(out, METRICS), metrics)
     save_png(os.path.join(out, "reconstructions.png"), reconstruction_grid(vae, preview))
     save_png(os.path.join(out, "samples.png"), samples_grid(vae, seed=config["seed"]))
@@ -468,7 +471,16 @@ def test_images(data, max_images=None):
     return np.concatenate(batches)[:max_images]
 
 
-def evaluate_model(vae, data, max_images=EVAL_IMAGES, iwae_samples=0, features=None, seed=0):
+def evaluate_model(
+    vae,
+    data,
+    max_images=EVAL_IMAGES,
+    iwae_samples=0,
+    features=None,
+    seed=0,
+    batch_size=EVAL_BATCH_SIZE,
+    verbose="auto",
+):
     """Test-set metrics: the training objective, then `keras_resvae.metrics.evaluate_vae`.
 
     Args:
@@ -478,6 +490,9 @@ def evaluate_model(vae, data, max_images=EVAL_IMAGES, iwae_samples=0, features=N
         iwae_samples: int. K for the importance-weighted NLL (0 skips it).
         features: an `InceptionFeatures` for FID/KID, or None.
         seed: int.
+        batch_size: int. Images per forward pass of the metrics; a batch
+            that cannot fit in the memory available is refused before any work.
+        verbose: `"auto"`, 0 or 1: progress bars with an ETA.
 
     Returns:
         A dict: `loss`, `reconstruction_loss`, `kl_loss` (the objective on the
@@ -488,8 +503,11 @@ def evaluate_model(vae, data, max_images=EVAL_IMAGES, iwae_samples=0, features=N
     Example:
     >>> metrics = evaluate_model(vae, load_dataset("digits"), iwae_samples=16)
     """
-    results = vae.evaluate(data.test, verbose=0, return_dict=True)
+    check_batch_fits(vae, batch_size)
+    results = vae.evaluate(data.test, verbose=verbose, return_dict=True)
     metrics = {name: float(results[name]) for name in ("loss", "reconstruction_loss", "kl_loss")}
     images = test_images(data, max_images)
-    metrics.update(evaluate_vae(vae, images, iwae_samples, features, seed=seed))
+    metrics.update(
+        evaluate_vae(vae, images, iwae_samples, features, batch_size, seed, verbose=verbose)
+    )
     return metrics

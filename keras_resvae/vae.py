@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_resvae import inputs, losses
 from keras_resvae.compilation import portable_compile_config
+from keras_resvae.inference import inference
 from keras_resvae.sampling import Sampling, clip_log_var
 from keras_resvae.training import backend_steps
 
@@ -51,6 +52,10 @@ class VAE(keras.Model):
       reduces a weighted loss: the batch mean of weight x value.
     - The decoder returns logits, so `vae.decoder.predict(z)` is not an image:
       use `vae.decode(z)`.
+    - `encode`, `decode`, `reconstruct`, `sample` and `interpolate` are
+      inference: they record no gradients and return detached tensors on
+      every backend (on PyTorch they run under `torch.no_grad`). For gradients,
+      call the model itself or `vae.encoder` / `vae.decoder`.
 
     Args:
         encoder: `keras.Model`, images `(H, W, C)` -> `[z_mean, z_log_var]`.
@@ -168,6 +173,7 @@ class VAE(keras.Model):
         names = [getattr(tensor, "name", None) for tensor in getattr(self.encoder, "inputs", [])]
         return [name for name in names if name] or ["images"]
 
+    @inference
     def encode(self, images, training=False):
         """Images -> `(z_mean, z_log_var)`, float32, log-variance clipped.
 
@@ -180,6 +186,7 @@ class VAE(keras.Model):
         z_mean, z_log_var = self.encoder(images, training=training)
         return ops.cast(z_mean, "float32"), clip_log_var(z_log_var)
 
+    @inference
     def decode(self, z, training=False):
         """Latent codes `(batch, latent_dim)` -> images in the model's pixel range.
 
@@ -189,8 +196,12 @@ class VAE(keras.Model):
         Example:
         >>> images = vae.decode(keras.random.normal((8, vae.latent_dim)))
         """
+        return self._decode(z, training)
+
+    def _decode(self, z, training):
         return losses.activate(self.decoder(z, training=training), self.output_activation)
 
+    @inference
     def reconstruct(self, images):
         """Deterministic reconstructions through the posterior mean.
 
@@ -200,6 +211,7 @@ class VAE(keras.Model):
         z_mean, _ = self.encode(images)
         return self.decode(z_mean)
 
+    @inference
     def sample(self, n, seed=None):
         """Decodes `n` draws from the prior N(0, I).
 
@@ -214,6 +226,7 @@ class VAE(keras.Model):
         z = keras.random.normal((n, self.latent_dim), seed=seed)
         return self.decode(z)
 
+    @inference
     def interpolate(self, images_a, images_b, steps=8):
         """Decodes straight lines between the posterior means of two images.
 
@@ -267,9 +280,10 @@ class VAE(keras.Model):
         bias.assign(logits.astype(bias.dtype))
 
     def call(self, images, training=False):
-        z_mean, z_log_var = self.encode(images, training=training)
+        # Not through `encode`/`decode`: those record no gradients, and a call may be trained.
+        z_mean, z_log_var = self._encode_checked(self.check_images(images), training)
         z = self.sampling([z_mean, z_log_var], deterministic=not training)
-        return self.decode(z, training=training)
+        return self._decode(z, training)
 
     # ------------------------------------------------------------------ training
 

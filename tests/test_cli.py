@@ -15,6 +15,7 @@ from keras_resvae.cli import main as cli_module
 from keras_resvae.cli.main import main
 
 import keras_resvae
+from keras_resvae import memory, runs
 from keras_resvae.architectures import ARCHITECTURES
 from keras_resvae.datasets import tfds_source
 
@@ -99,6 +100,32 @@ def test_evaluate_sample_reconstruct_interpolate(trained_run, tmp_path):
     for name in ("s.png", "r.png", "i.png", "from_file.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     run("evaluate", out / "model.keras", "--dataset", "digits")
+
+
+def test_evaluate_shows_progress_and_refuses_a_batch_that_cannot_fit(trained_run, monkeypatch):
+    out, _ = trained_run
+    output = run("evaluate", out, "--iwae-samples", 2, "--max-images", 64)
+    assert "64/64" in output  # the metrics' progress bar, counted in images
+    before = (out / "evaluation.json").read_bytes()
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**20)
+    result = CliRunner().invoke(main, ["evaluate", str(out), "--batch-size", "1000"])
+    assert result.exit_code == 1
+    assert "--batch-size 1000 needs about" in result.output
+    assert "lower --batch-size (for example --batch-size" in result.output
+    assert (out / "evaluation.json").read_bytes() == before
+
+
+def test_running_out_of_memory_is_one_line_naming_the_option(trained_run, monkeypatch):
+    out, _ = trained_run
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 12.0 GiB for an array")
+
+    monkeypatch.setattr(runs, "evaluate_vae", exhausted)
+    result = CliRunner().invoke(main, ["evaluate", str(out), "--max-images", "8"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Out of memory (Unable to allocate 12.0 GiB" in result.output
+    assert "lower --batch-size" in result.output
 
 
 def test_resume_extends_a_finished_run_without_gaps(tmp_path):

@@ -9,7 +9,7 @@ import scipy.linalg
 import scipy.ndimage
 import scipy.special
 import scipy.stats
-from conftest import blob_images, tiny_vae
+from conftest import blob_images, tiny_vae, to_numpy
 
 from keras_resvae import metrics
 from keras_resvae.metrics import likelihood
@@ -215,3 +215,52 @@ def test_fid_from_a_local_weights_file(trained, tmp_path):
     result = metrics.evaluate_vae(trained, blob_images(6), iwae_samples=0, features=features)
     assert all(np.isfinite(result[k]) for k in ("fid_samples", "fid_reconstructions"))
     assert "iwae_nll" not in result
+
+
+def numpy_importance_weighted_nll(vae, images, num_samples, seed):
+    """The unchunked IWAE estimate, one sample at a time, log-weights summed by SciPy."""
+    z_mean, z_log_var = (np.asarray(to_numpy(v), "float64") for v in vae.encode(images))
+    mean_logits = vae.decoder(z_mean.astype("float32"))
+    log_sigma = likelihood.posterior_mean_log_sigma(vae, images, mean_logits)
+    generator = keras.random.SeedGenerator(seed)
+    log_weights = []
+    for _ in range(num_samples):
+        noise = np.asarray(to_numpy(keras.random.normal(z_mean.shape, seed=generator)))
+        z = z_mean + np.exp(0.5 * z_log_var) * noise
+        decoded = to_numpy(vae.decode(z.astype("float32"))).astype("float64")
+        log_px = scipy.stats.norm.logpdf(images, decoded, math.exp(log_sigma)).sum(axis=(1, 2, 3))
+        log_pz = scipy.stats.norm.logpdf(z).sum(axis=1)
+        log_qz = scipy.stats.norm.logpdf(z, z_mean, np.exp(0.5 * z_log_var)).sum(axis=1)
+        log_weights.append(log_px + log_pz - log_qz)
+    return -(scipy.special.logsumexp(np.stack(log_weights), axis=0) - math.log(num_samples))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 8])
+def test_chunked_iwae_equals_the_unchunked_estimate(trained, chunk_size):
+    images = blob_images(12, seed=3)
+    reference = numpy_importance_weighted_nll(trained, images, 8, seed=2)
+    chunked = metrics.importance_weighted_nll(trained, images, 8, seed=2, chunk_size=chunk_size)
+    np.testing.assert_allclose(chunked, reference, rtol=1e-5)
+
+
+def test_evaluation_accumulated_batch_by_batch_equals_one_batch(trained):
+    images = blob_images(40, seed=7)
+    whole = metrics.evaluate_vae(trained, images, iwae_samples=0, batch_size=40, verbose=0)
+    batched = metrics.evaluate_vae(trained, images, iwae_samples=0, batch_size=7, verbose=0)
+    for name in ["mse", "psnr", "ssim", "blur", "kl", "active_units", "num_images"]:
+        assert batched[name] == pytest.approx(whole[name], rel=1e-5), name
+    np.testing.assert_allclose(batched["kl_per_dim"], whole["kl_per_dim"], rtol=1e-5)
+
+
+def test_running_latent_statistics_equal_the_two_pass_ones():
+    rng = np.random.default_rng(0)
+    z_mean = (rng.normal(size=(50, 3)) * [0.01, 1.0, 5.0] + 100.0).astype("float32")
+    z_log_var = rng.normal(size=(50, 3)).astype("float32")
+    running = metrics.RunningLatentStatistics()
+    for start in range(0, 50, 13):
+        running.add(z_mean[start : start + 13], z_log_var[start : start + 13])
+    expected = metrics.latent_statistics(z_mean, z_log_var)
+    result = running.result()
+    np.testing.assert_allclose(result["activity"], z_mean.astype("float64").var(axis=0), 1e-6)
+    np.testing.assert_allclose(result["kl_per_dim"], expected["kl_per_dim"], rtol=1e-10)
+    assert result["active_units"] == 2

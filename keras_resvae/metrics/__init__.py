@@ -22,7 +22,7 @@ from keras_resvae.metrics.fid import (
     kernel_inception_distance,
 )
 from keras_resvae.metrics.image_quality import gaussian_window, per_pixel_mse, psnr, ssim
-from keras_resvae.metrics.latent import latent_statistics
+from keras_resvae.metrics.latent import RunningLatentStatistics, latent_statistics
 from keras_resvae.metrics.likelihood import (
     bits_per_dim,
     importance_weighted_nll,
@@ -33,6 +33,7 @@ from keras_resvae.metrics.likelihood import (
 __all__ = [
     "FeatureWeightsUnavailable",
     "InceptionFeatures",
+    "RunningLatentStatistics",
     "bits_per_dim",
     "evaluate_vae",
     "feature_statistics",

@@ -73,10 +73,19 @@ def high_frequency_ratio(originals, reconstructions, output_activation="sigmoid"
     >>> high_frequency_ratio(x_test[:256], vae.reconstruct(x_test[:256]))
     0.41
     """
-    if not 0.0 < cutoff < 1.0:
-        raise ValueError(f"`cutoff` must be in (0, 1). Received: cutoff={cutoff!r}")
     original = power_spectrum(originals, output_activation)
     reconstructed = power_spectrum(reconstructions, output_activation)
+    return spectra_high_frequency_ratio(original, reconstructed, cutoff)
+
+
+def spectra_high_frequency_ratio(original, reconstructed, cutoff=0.25):
+    """`high_frequency_ratio` from summed power spectra, which add up over batches.
+
+    Example:
+    >>> original = sum(power_spectrum(batch) for batch in batches)
+    """
+    if not 0.0 < cutoff < 1.0:
+        raise ValueError(f"`cutoff` must be in (0, 1). Received: cutoff={cutoff!r}")
     if original.shape != reconstructed.shape:
         raise ValueError(f"Image sizes differ: {original.shape} and {reconstructed.shape}")
     high = radial_frequency(*original.shape) > cutoff

@@ -2,25 +2,40 @@
 
 import math
 
+import keras
 import numpy as np
 from keras import ops
 
-from keras_resvae.metrics.blur import high_frequency_ratio
+from keras_resvae import losses
+from keras_resvae.inference import inference
+from keras_resvae.metrics.blur import power_spectrum, spectra_high_frequency_ratio
 from keras_resvae.metrics.fid import (
     feature_statistics,
     frechet_distance,
     kernel_inception_distance,
 )
 from keras_resvae.metrics.image_quality import per_pixel_mse, psnr, ssim
-from keras_resvae.metrics.latent import latent_statistics
-from keras_resvae.metrics.likelihood import bits_per_dim, importance_weighted_nll, negative_elbo
+from keras_resvae.metrics.latent import RunningLatentStatistics
+from keras_resvae.metrics.likelihood import (
+    bits_per_dim,
+    importance_weighted_nll,
+    iwae_chunk_size,
+    negative_elbo,
+    posterior_mean_log_sigma,
+)
 
 
-def evaluate_vae(vae, images, iwae_samples=16, features=None, batch_size=64, seed=0):
+@inference
+def evaluate_vae(
+    vae, images, iwae_samples=16, features=None, batch_size=64, seed=0, verbose="auto"
+):
     """Reconstruction quality, blur, likelihood bounds and latent use of a VAE.
 
     Reconstructions are deterministic (through the posterior mean); the ELBO
-    and IWAE terms use seeded posterior samples, so the numbers repeat.
+    and IWAE terms use seeded posterior samples, so the numbers repeat. The
+    images are evaluated a batch at a time and every metric is accumulated as
+    it goes (sums, power spectra, running latent moments), without gradients,
+    so memory follows `batch_size`, not the number of images or K.
 
     Args:
         vae: a trained `keras_resvae.VAE`.
@@ -29,6 +44,8 @@ def evaluate_vae(vae, images, iwae_samples=16, features=None, batch_size=64, see
         features: an `InceptionFeatures`, or None to skip FID/KID.
         batch_size: int. Images per forward pass.
         seed: int.
+        verbose: `"auto"`, 0 or 1. 1 (and "auto") shows a progress bar with
+            an ETA, as Keras's `evaluate` does.
 
     Returns:
         A dict of floats: `mse`, `psnr` (dB), `ssim`, `blur` (high-frequency
@@ -45,31 +62,50 @@ def evaluate_vae(vae, images, iwae_samples=16, features=None, batch_size=64, see
     images = np.asarray(images, "float32")
     vae.check_images(images[:1])
     activation = vae.output_activation
-    parts = {name: [] for name in ("recon", "mse", "psnr", "ssim", "elbo", "iwae", "mu", "lv")}
+    batch_size = int(batch_size)
+    chunk_size = iwae_chunk_size(vae, batch_size) if iwae_samples else None
+    sums = dict.fromkeys(("mse", "psnr", "ssim", "elbo", "iwae"), 0.0)
+    spectra = {"original": 0.0, "reconstructed": 0.0}
+    latent = RunningLatentStatistics()
+    kept_reconstructions = []  # only for FID, which needs the images themselves
+    progress = keras.utils.Progbar(
+        len(images), verbose=1 if verbose == "auto" else int(verbose), unit_name="image"
+    )
     for index, start in enumerate(range(0, len(images), batch_size)):
         batch = images[start : start + batch_size]
         z_mean, z_log_var = vae.encode(batch)
-        reconstructions = vae.decode(z_mean)
-        parts["recon"].append(ops.convert_to_numpy(reconstructions))
-        parts["mu"].append(ops.convert_to_numpy(z_mean))
-        parts["lv"].append(ops.convert_to_numpy(z_log_var))
+        # One decoder pass at the posterior mean serves the reconstructions and
+        # the learned sigma of both likelihood bounds.
+        mean_logits = vae.decoder(z_mean, training=False)
+        reconstructions = losses.activate(mean_logits, activation)
+        log_sigma = posterior_mean_log_sigma(vae, batch, mean_logits)
         for name, function in (("mse", per_pixel_mse), ("psnr", psnr), ("ssim", ssim)):
-            parts[name].append(ops.convert_to_numpy(function(batch, reconstructions, activation)))
+            sums[name] += _total(function(batch, reconstructions, activation))
+        spectra["original"] = spectra["original"] + power_spectrum(batch, activation)
+        spectra["reconstructed"] = spectra["reconstructed"] + power_spectrum(
+            reconstructions, activation
+        )
+        latent.add(z_mean, z_log_var)
         posterior = (z_mean, z_log_var)
-        parts["elbo"].append(negative_elbo(vae, batch, seed + index, posterior))
+        sums["elbo"] += _total(negative_elbo(vae, batch, seed + index, posterior, log_sigma))
         if iwae_samples:
-            parts["iwae"].append(
-                importance_weighted_nll(vae, batch, iwae_samples, seed + index, posterior)
+            sums["iwae"] += _total(
+                importance_weighted_nll(
+                    vae, batch, iwae_samples, seed + index, posterior, log_sigma, chunk_size
+                )
             )
-    joined = {name: np.concatenate(values) for name, values in parts.items() if values}
+        if features is not None:
+            kept_reconstructions.append(ops.convert_to_numpy(reconstructions))
+        progress.add(len(batch))
+    count = len(images)
     num_dims = math.prod(vae.image_shape)
-    latent = latent_statistics(joined["mu"], joined["lv"])
-    elbo = float(joined["elbo"].mean())
+    latent = latent.result()
+    elbo = sums["elbo"] / count
     metrics = {
-        "mse": float(joined["mse"].mean()),
-        "psnr": float(joined["psnr"].mean()),
-        "ssim": float(joined["ssim"].mean()),
-        "blur": high_frequency_ratio(images, joined["recon"], activation),
+        "mse": sums["mse"] / count,
+        "psnr": sums["psnr"] / count,
+        "ssim": sums["ssim"] / count,
+        "blur": spectra_high_frequency_ratio(spectra["original"], spectra["reconstructed"]),
         "negative_elbo": elbo,
         "bits_per_dim": bits_per_dim(elbo, num_dims),
         "bits_per_dim_8bit": bits_per_dim(elbo, num_dims, eight_bit=True),
@@ -77,16 +113,22 @@ def evaluate_vae(vae, images, iwae_samples=16, features=None, batch_size=64, see
         "active_units": latent["active_units"],
         "latent_dim": int(vae.latent_dim),
         "kl_per_dim": [float(value) for value in latent["kl_per_dim"]],
-        "num_images": len(images),
+        "num_images": count,
     }
     if iwae_samples:
-        iwae = float(joined["iwae"].mean())
+        iwae = sums["iwae"] / count
         metrics["iwae_nll"] = iwae
         metrics["iwae_samples"] = int(iwae_samples)
         metrics["iwae_bits_per_dim_8bit"] = bits_per_dim(iwae, num_dims, eight_bit=True)
     if features is not None:
-        metrics.update(_inception_metrics(vae, images, joined["recon"], features, seed))
+        reconstructions = np.concatenate(kept_reconstructions)
+        metrics.update(_inception_metrics(vae, images, reconstructions, features, seed))
     return metrics
+
+
+def _total(values):
+    """The float64 sum of a batch's per-image values."""
+    return float(np.sum(np.asarray(ops.convert_to_numpy(values), "float64")))
 
 
 def _inception_metrics(vae, images, reconstructions, features, seed):

@@ -20,6 +20,8 @@ import numpy as np
 from keras import ops, random
 
 from keras_resvae import losses
+from keras_resvae.inference import inference
+from keras_resvae.memory import activation_bytes_per_image
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -35,6 +37,10 @@ def bits_per_dim(nats_per_image, num_dims, eight_bit=False):
     return value + (8.0 if eight_bit else 0.0)
 
 
+# The decoder passes of one IWAE chunk may hold about this much activation memory.
+IWAE_MEMORY_BUDGET = 256 * 2**20
+
+
 def _decoder_nll(vae, images, logits, log_sigma):
     if vae.likelihood == "gaussian_learned":
         # One sigma for all samples of the batch, so every sample is scored by
@@ -45,14 +51,21 @@ def _decoder_nll(vae, images, logits, log_sigma):
     )
 
 
-def _posterior_mean_log_sigma(vae, images, z_mean):
+def posterior_mean_log_sigma(vae, images, mean_logits):
+    """The learned sigma-VAE's log sigma for a batch, or None for other likelihoods.
+
+    The decoder density at the posterior mean fixes sigma for every posterior
+    sample of the batch, so the ELBO and IWAE terms score samples alike.
+
+    Args:
+        vae: a `keras_resvae.VAE`.
+        images: the batch, in the model's pixel range.
+        mean_logits: `vae.decoder(z_mean)` for the batch.
+    """
     if vae.likelihood != "gaussian_learned":
         return None
-    logits = vae.decoder(z_mean, training=False)
-    # Through NumPy: on torch, float() of a tensor that tracks gradients warns.
-    return float(
-        ops.convert_to_numpy(losses.optimal_log_sigma(images, logits, vae.output_activation))
-    )
+    log_sigma = losses.optimal_log_sigma(images, mean_logits, vae.output_activation)
+    return float(ops.convert_to_numpy(log_sigma))
 
 
 def diagonal_gaussian_log_density(z, mean, log_var):
@@ -69,12 +82,14 @@ def log_mean_exp(log_weights, axis=0):
     return ops.squeeze(peak, axis=axis) + ops.log(mean)
 
 
-def _posterior(vae, images, posterior):
-    """`(z_mean, z_log_var)` of `images`: encoded here, or the caller's when given."""
-    return vae.encode(images) if posterior is None else posterior
+def _log_sigma(vae, images, z_mean, log_sigma):
+    if log_sigma is not None or vae.likelihood != "gaussian_learned":
+        return log_sigma
+    return posterior_mean_log_sigma(vae, images, vae.decoder(z_mean, training=False))
 
 
-def negative_elbo(vae, images, seed=0, posterior=None):
+@inference
+def negative_elbo(vae, images, seed=0, posterior=None, log_sigma=None):
     """-ELBO per image with one posterior sample: -log p(x|z) + KL(q(z|x) || p(z)), nats.
 
     Args:
@@ -83,6 +98,8 @@ def negative_elbo(vae, images, seed=0, posterior=None):
         seed: int. The same seed gives the same value.
         posterior: optional `(z_mean, z_log_var)` of `images` from `vae.encode`,
             to save encoding them again.
+        log_sigma: optional `posterior_mean_log_sigma` of the batch, to save
+            decoding the posterior mean again (learned-sigma likelihood only).
 
     Returns:
         `(batch,)` float32 NumPy array.
@@ -91,20 +108,36 @@ def negative_elbo(vae, images, seed=0, posterior=None):
     >>> negative_elbo(vae, x_test[:64]).mean()
     """
     images = vae.check_images(images)
-    z_mean, z_log_var = _posterior(vae, images, posterior)
+    z_mean, z_log_var = vae.encode(images) if posterior is None else posterior
     z = z_mean + ops.exp(0.5 * z_log_var) * random.normal(ops.shape(z_mean), seed=seed)
-    log_sigma = _posterior_mean_log_sigma(vae, images, z_mean)
+    log_sigma = _log_sigma(vae, images, z_mean, log_sigma)
     reconstruction = _decoder_nll(vae, images, vae.decoder(z, training=False), log_sigma)
     return ops.convert_to_numpy(reconstruction + losses.kl_divergence(z_mean, z_log_var))
 
 
-def importance_weighted_nll(vae, images, num_samples=16, seed=0, posterior=None):
+def iwae_chunk_size(vae, batch_size, memory_budget=IWAE_MEMORY_BUDGET):
+    """Posterior samples per decoder pass so that one pass stays within `memory_budget` bytes.
+
+    Example:
+    >>> iwae_chunk_size(vae, batch_size=64)  # 8 for a small model
+    """
+    per_pass = activation_bytes_per_image(vae.decoder) * max(int(batch_size), 1)
+    return max(1, int(memory_budget // max(per_pass, 1)))
+
+
+@inference
+def importance_weighted_nll(
+    vae, images, num_samples=16, seed=0, posterior=None, log_sigma=None, chunk_size=None
+):
     """Importance-weighted estimate of -log p(x) with K posterior samples, nats per image.
 
         -log p(x) ~= -log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x)
 
     An upper bound on the true NLL that tightens as K grows; K = 1 is the
-    one-sample negative ELBO.
+    one-sample negative ELBO. The K samples are decoded `chunk_size` at a time
+    and their weights combined as they come (a running log-sum-exp), so memory
+    follows the chunk, not K; the noise is drawn sample by sample in the same
+    order whatever the chunk, so every chunk size gives the same estimate.
 
     Reference: Burda, Grosse, Salakhutdinov (2016), "Importance Weighted
     Autoencoders", ICLR.
@@ -115,6 +148,9 @@ def importance_weighted_nll(vae, images, num_samples=16, seed=0, posterior=None)
         num_samples: int >= 1. K.
         seed: int. The same seed gives the same estimate.
         posterior: optional `(z_mean, z_log_var)` of `images` from `vae.encode`.
+        log_sigma: optional `posterior_mean_log_sigma` of the batch.
+        chunk_size: int >= 1, samples per decoder pass; None sizes it to
+            `IWAE_MEMORY_BUDGET` with `iwae_chunk_size`.
 
     Returns:
         `(batch,)` float32 NumPy array.
@@ -122,18 +158,53 @@ def importance_weighted_nll(vae, images, num_samples=16, seed=0, posterior=None)
     Example:
     >>> importance_weighted_nll(vae, x_test[:64], num_samples=64).mean()
     """
-    if int(num_samples) < 1:
-        raise ValueError(f"`num_samples` must be at least 1. Received: {num_samples!r}")
+    num_samples = _positive_int(num_samples, "num_samples")
     images = vae.check_images(images)
-    z_mean, z_log_var = _posterior(vae, images, posterior)
-    log_sigma = _posterior_mean_log_sigma(vae, images, z_mean)
+    z_mean, z_log_var = vae.encode(images) if posterior is None else posterior
+    batch = int(ops.shape(z_mean)[0])
+    if chunk_size is None:
+        chunk_size = iwae_chunk_size(vae, batch)
+    chunk_size = min(_positive_int(chunk_size, "chunk_size"), num_samples)
+    log_sigma = _log_sigma(vae, images, z_mean, log_sigma)
     generator = random.SeedGenerator(seed)
-    log_weights = []
-    for _ in range(int(num_samples)):
-        noise = random.normal(ops.shape(z_mean), seed=generator)
-        z = z_mean + ops.exp(0.5 * z_log_var) * noise
-        log_px_z = -_decoder_nll(vae, images, vae.decoder(z, training=False), log_sigma)
+    running = _RunningLogSumExp()
+    for start in range(0, num_samples, chunk_size):
+        count = min(chunk_size, num_samples - start)
+        noise = ops.concatenate(
+            [random.normal(ops.shape(z_mean), seed=generator) for _ in range(count)]
+        )
+        mean, log_var = ops.tile(z_mean, (count, 1)), ops.tile(z_log_var, (count, 1))
+        z = mean + ops.exp(0.5 * log_var) * noise
+        tiled = ops.tile(images, (count, 1, 1, 1))
+        log_px_z = -_decoder_nll(vae, tiled, vae.decoder(z, training=False), log_sigma)
         log_pz = diagonal_gaussian_log_density(z, ops.zeros_like(z), ops.zeros_like(z))
-        log_qz = diagonal_gaussian_log_density(z, z_mean, z_log_var)
-        log_weights.append(log_px_z + log_pz - log_qz)
-    return -np.asarray(ops.convert_to_numpy(log_mean_exp(ops.stack(log_weights), axis=0)))
+        log_qz = diagonal_gaussian_log_density(z, mean, log_var)
+        log_weights = ops.convert_to_numpy(log_px_z + log_pz - log_qz)
+        running.add(np.reshape(log_weights, (count, batch)))
+    return (-(running.result() - math.log(num_samples))).astype("float32")
+
+
+class _RunningLogSumExp:
+    """log(sum(exp(w))) over rows of weights added a block at a time, in float64."""
+
+    def __init__(self):
+        self.peak = None
+        self.total = None
+
+    def add(self, block):
+        block = np.asarray(block, "float64")
+        peak = block.max(axis=0)
+        if self.peak is None:
+            self.peak, self.total = peak, np.zeros_like(peak)
+        peak = np.maximum(self.peak, peak)
+        self.total = self.total * np.exp(self.peak - peak) + np.exp(block - peak).sum(axis=0)
+        self.peak = peak
+
+    def result(self):
+        return self.peak + np.log(self.total)
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a whole number >= 1. Received: {name}={value!r}")
+    return int(value)
