@@ -177,6 +177,8 @@ def run_comparison(
             raise ValueError(f"`{key}` is set by each variant's name, not for the comparison.")
     if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 1:
         raise ValueError(f"`repeats` must be an integer >= 1. Received: {repeats!r}")
+    from keras_resvae import report
+
     first_seed = shared.get("seed", FIT_DEFAULTS["seed"])
     rows, models = [], []
     for index, name in enumerate(names, 1):
@@ -195,10 +197,9 @@ def run_comparison(
             history = _read_history(os.path.join(run_dir, HISTORY))
             repeat_rows.append(_row(name, config, vae, history, metrics))
             if seed == first_seed:
-                models.append((name, vae, test_images(data, eval_images), history))
+                figure_images = test_images(data, min(eval_images, report.SPECTRUM_IMAGES))
+                models.append((name, vae, figure_images, history))
         rows.append(combine_repeats(repeat_rows))
-    from keras_resvae import report
-
     report.write_report(out, rows, models, command=command, seed=first_seed)
     return rows
 
