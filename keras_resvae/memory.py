@@ -1,7 +1,6 @@
 """Memory estimates, so that evaluation can size its work and refuse what cannot fit."""
 
 import math
-import os
 
 import keras
 import numpy as np
@@ -10,13 +9,16 @@ import numpy as np
 # image-sized activations per image.
 UNKNOWN_NETWORK_IMAGES = 32
 
+CGROUP = "/sys/fs/cgroup"
+
 
 def activation_bytes_per_image(network):
-    """Bytes of every layer output of `network` for one input: an upper bound on a
-    forward pass's working set without gradients.
+    """The bytes of every layer output of `network` for one input.
+
+    An upper bound on the working set of a forward pass without gradients.
 
     Example:
-    >>> activation_bytes_per_image(vae.decoder)  # 1.2 MB for a small ResNet-18
+    >>> activation_bytes_per_image(vae.decoder)  # 9.3 MB: ResNet-18, width 1, 32x32x3
     """
     total = 0
     for layer in getattr(network, "layers", []):
@@ -37,15 +39,47 @@ def activation_bytes_per_image(network):
 
 
 def available_bytes():
-    """Memory the system can still give this process (Linux), or None where unknown."""
+    """Memory this process can still get on Linux, in bytes, or None where unknown.
+
+    The kernel's MemAvailable (free memory plus the page cache it can drop),
+    capped by the container's cgroup limit when there is one.
+
+    Example:
+    >>> available_bytes() / 2**30  # GB
+    """
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        with open("/proc/meminfo") as file:
+            fields = dict(line.split(":", 1) for line in file)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
         return None
+    try:
+        with (
+            open("/sys/fs/cgroup/memory.max") as limit,
+            open("/sys/fs/cgroup/memory.current") as used,
+        ):
+            available = min(available, int(limit.read()) - int(used.read()))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit ("max", or no file)
+    return available
+
+
+def uses_accelerator():
+    """Whether Keras's backend computes on a GPU (or another accelerator) rather than the CPU."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.is_available() or torch.backends.mps.is_available()
+    return any(not device.lower().startswith("cpu") for device in keras.distribution.list_devices())
 
 
 def check_batch_fits(vae, batch_size, option="--batch-size"):
-    """Refuses a batch whose forward pass would need more memory than is available.
+    """Refuses a batch whose forward pass may need more memory than is available.
+
+    The estimate is every layer output of the encoder and decoder for the
+    batch: an upper bound on inference, which frees most of them as it goes.
+    Checked on CPU only; on an accelerator, the backend's out-of-memory error
+    names the problem.
 
     Raises:
         ValueError: naming `option` and a batch size that fits.
@@ -53,6 +87,8 @@ def check_batch_fits(vae, batch_size, option="--batch-size"):
     Example:
     >>> check_batch_fits(vae, 64)
     """
+    if uses_accelerator():
+        return  # the activations live in device memory, which the backend reports itself
     per_image = activation_bytes_per_image(vae.encoder) + activation_bytes_per_image(vae.decoder)
     available = available_bytes()
     needed = per_image * int(batch_size)
@@ -60,7 +96,7 @@ def check_batch_fits(vae, batch_size, option="--batch-size"):
         return
     fits = max(1, available // (2 * per_image))
     raise ValueError(
-        f"{option} {batch_size} needs about {needed / 2**30:.1f} GB for one forward pass, "
+        f"{option} {batch_size} may need up to {needed / 2**30:.1f} GB for one forward pass, "
         f"more than the {available / 2**30:.1f} GB of memory available: lower {option} "
         f"(for example {option} {fits})."
     )
