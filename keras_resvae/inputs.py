@@ -220,3 +220,17 @@ def translate_pipeline_error(error, image_shape, output_activation):
         received = tuple(int(s) for s in shape.group(1).split(",") if s) if shape else ()
         return ValueError(describe_shape_error(image_shape, received))
     return None
+
+
+def check_count(value, name, minimum=1):
+    """`value` as an int, if it is a whole number >= `minimum`; else a ValueError.
+
+    Example:
+    >>> check_count(16, "num_samples")
+    16
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"`{name}` must be an integer. Received: {name}={value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be at least {minimum}. Received: {name}={value!r}")
+    return int(value)

@@ -222,7 +222,7 @@ class VAE(keras.Model):
         Example:
         >>> images = vae.sample(16, seed=0)  # (16, H, W, C)
         """
-        n = _count(n, "n")
+        n = inputs.check_count(n, "n")
         z = keras.random.normal((n, self.latent_dim), seed=seed)
         return self.decode(z)
 
@@ -241,7 +241,7 @@ class VAE(keras.Model):
         Example:
         >>> frames = vae.interpolate(x_test[0], x_test[1], steps=10)
         """
-        steps = _count(steps, "steps", minimum=2)
+        steps = inputs.check_count(steps, "steps", minimum=2)
         single = len(ops.shape(images_a)) == 3
         if single:
             images_a, images_b = images_a[None], images_b[None]
@@ -606,15 +606,6 @@ class VAE(keras.Model):
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
         return cls(**config)
-
-
-def _count(value, name, minimum=1):
-    """`value` as an int, if it is a whole number >= `minimum`; else a ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"`{name}` must be an integer. Received: {name}={value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be at least {minimum}. Received: {name}={value!r}")
-    return int(value)
 
 
 def _weight_carrier(images, sample_weight):

@@ -21,6 +21,7 @@ from keras import ops, random
 
 from keras_resvae import losses
 from keras_resvae.inference import inference
+from keras_resvae.inputs import check_count
 from keras_resvae.memory import activation_bytes_per_image
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -163,13 +164,13 @@ def importance_weighted_nll(
     Example:
     >>> importance_weighted_nll(vae, x_test[:64], num_samples=64).mean()
     """
-    num_samples = _positive_int(num_samples, "num_samples")
+    num_samples = check_count(num_samples, "num_samples")
     images = vae.check_images(images)
     z_mean, z_log_var = _posterior(vae, images, posterior)
     batch = int(ops.shape(z_mean)[0])
     if chunk_size is None:
         chunk_size = iwae_chunk_size(vae, batch)
-    chunk_size = min(_positive_int(chunk_size, "chunk_size"), num_samples)
+    chunk_size = min(check_count(chunk_size, "chunk_size"), num_samples)
     log_sigma = _log_sigma(vae, images, z_mean, log_sigma)
     generator = random.SeedGenerator(seed)
     running = _RunningLogSumExp()
@@ -207,9 +208,3 @@ class _RunningLogSumExp:
 
     def result(self):
         return self.peak + np.log(self.total)
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a whole number >= 1. Received: {name}={value!r}")
-    return int(value)
