@@ -506,8 +506,19 @@ def evaluate_model(
     check_batch_fits(vae, batch_size)
     results = vae.evaluate(data.test, verbose=verbose, return_dict=True)
     metrics = {name: float(results[name]) for name in ("loss", "reconstruction_loss", "kl_loss")}
-    images = test_images(data, max_images)
+    if max_images is not None and data.num_test is not None:
+        max_images = min(max_images, data.num_test)
+    # Streamed from the pipeline: the test split is never held whole in memory.
     metrics.update(
-        evaluate_vae(vae, images, iwae_samples, features, batch_size, seed, verbose=verbose)
+        evaluate_vae(
+            vae,
+            data.test,
+            iwae_samples,
+            features,
+            batch_size,
+            seed,
+            verbose=verbose,
+            max_images=max_images,
+        )
     )
     return metrics

@@ -252,6 +252,37 @@ def test_evaluation_accumulated_batch_by_batch_equals_one_batch(trained):
     np.testing.assert_allclose(batched["kl_per_dim"], whole["kl_per_dim"], rtol=1e-5)
 
 
+def test_a_stream_of_uneven_batches_gives_the_numbers_of_the_array(trained):
+    images = blob_images(30, seed=5)
+    array = metrics.evaluate_vae(trained, images[:25], iwae_samples=3, batch_size=8, verbose=0)
+
+    def stream():
+        for start, stop in [(0, 5), (5, 18), (18, 19), (19, 30)]:
+            yield images[start:stop]
+        raise AssertionError("the stream was read past max_images")
+
+    streamed = metrics.evaluate_vae(
+        trained, stream(), iwae_samples=3, batch_size=8, verbose=0, max_images=25
+    )
+    assert streamed["num_images"] == 25
+    for name in ["mse", "psnr", "ssim", "blur", "negative_elbo", "iwae_nll", "kl"]:
+        assert streamed[name] == pytest.approx(array[name], rel=1e-6), name
+
+
+def test_image_batches_cut_a_stream_into_equal_batches():
+    chunks = [np.full((n, 2, 2, 1), n, "float32") for n in (3, 1, 6, 2)]
+    sizes = [len(batch) for batch in metrics.image_batches(iter(chunks), 4)]
+    assert sizes == [4, 4, 4]
+    assert [len(b) for b in metrics.image_batches(iter(chunks), 5, max_images=7)] == [5, 2]
+    tensor = keras.ops.ones((10, 2, 2, 1))
+    assert [len(b) for b in metrics.image_batches(tensor, 4)] == [4, 4, 2]
+
+
+def test_evaluating_an_empty_stream_is_refused(trained):
+    with pytest.raises(ValueError, match="no images"):
+        metrics.evaluate_vae(trained, iter([]), iwae_samples=0, verbose=0)
+
+
 def test_running_latent_statistics_equal_the_two_pass_ones():
     rng = np.random.default_rng(0)
     z_mean = (rng.normal(size=(50, 3)) * [0.01, 1.0, 5.0] + 100.0).astype("float32")

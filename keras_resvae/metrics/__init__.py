@@ -13,7 +13,7 @@ from keras_resvae.metrics.blur import (
     radial_frequency,
     radial_profile,
 )
-from keras_resvae.metrics.evaluate import evaluate_vae
+from keras_resvae.metrics.evaluate import evaluate_vae, image_batches
 from keras_resvae.metrics.fid import (
     FeatureWeightsUnavailable,
     InceptionFeatures,
@@ -40,6 +40,7 @@ __all__ = [
     "frechet_distance",
     "gaussian_window",
     "high_frequency_ratio",
+    "image_batches",
     "importance_weighted_nll",
     "kernel_inception_distance",
     "latent_statistics",

@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_resvae import losses
 from keras_resvae.inference import inference
+from keras_resvae.inputs import check_count
 from keras_resvae.metrics.blur import power_spectrum, spectra_high_frequency_ratio
 from keras_resvae.metrics.fid import (
     feature_statistics,
@@ -27,7 +28,14 @@ from keras_resvae.metrics.likelihood import (
 
 @inference
 def evaluate_vae(
-    vae, images, iwae_samples=16, features=None, batch_size=64, seed=0, verbose="auto"
+    vae,
+    images,
+    iwae_samples=16,
+    features=None,
+    batch_size=64,
+    seed=0,
+    verbose="auto",
+    max_images=None,
 ):
     """Reconstruction quality, blur, likelihood bounds and latent use of a VAE.
 
@@ -35,17 +43,23 @@ def evaluate_vae(
     and IWAE terms use seeded posterior samples, so the numbers repeat. The
     images are evaluated a batch at a time and every metric is accumulated as
     it goes (sums, power spectra, running latent moments), without gradients,
-    so memory follows `batch_size`, not the number of images or K.
+    so memory follows `batch_size`, not the number of images or K. Images may
+    also come as a stream of batches (a `tf.data.Dataset`, a generator), which
+    is never held whole; the stream is re-cut into `batch_size` batches, so the
+    numbers are the same as for the array of the same images.
 
     Args:
         vae: a trained `keras_resvae.VAE`.
-        images: `(n, H, W, C)` NumPy test images in the model's pixel range.
+        images: `(n, H, W, C)` NumPy test images in the model's pixel range,
+            or an iterable of such batches (NumPy arrays or tensors).
         iwae_samples: int. K for the importance-weighted NLL; 0 skips it.
         features: an `InceptionFeatures`, or None to skip FID/KID.
         batch_size: int. Images per forward pass.
         seed: int.
         verbose: `"auto"`, 0 or 1. 1 (and "auto") shows a progress bar with
             an ETA, as Keras's `evaluate` does.
+        max_images: int or None. Evaluate at most this many images; for a
+            stream it is also the progress bar's length (else it has no ETA).
 
     Returns:
         A dict of floats: `mse`, `psnr` (dB), `ssim`, `blur` (high-frequency
@@ -58,21 +72,28 @@ def evaluate_vae(
     Example:
     >>> metrics = evaluate_vae(vae, x_test[:1000], iwae_samples=64)
     >>> metrics["blur"], metrics["ssim"]
+    >>> metrics = evaluate_vae(vae, data.test, max_images=10_000)  # streamed
     """
-    images = np.asarray(images, "float32")
-    vae.check_images(images[:1])
+    if max_images is not None:
+        max_images = check_count(max_images, "max_images")
+    if _is_array(images):
+        images = np.asarray(ops.convert_to_numpy(images) if hasattr(images, "shape") else images)
+        images = images[:max_images]
+        total = len(images)
+    else:
+        total = max_images
     activation = vae.output_activation
     batch_size = int(batch_size)
     chunk_size = iwae_chunk_size(vae, batch_size) if iwae_samples else None
     sums = dict.fromkeys(("mse", "psnr", "ssim", "elbo", "iwae"), 0.0)
     spectra = {"original": 0.0, "reconstructed": 0.0}
     latent = RunningLatentStatistics()
-    kept_reconstructions = []  # only for FID, which needs the images themselves
+    kept = {"images": [], "reconstructions": []}  # only for FID, which needs the images
     progress = keras.utils.Progbar(
-        len(images), verbose=1 if verbose == "auto" else int(verbose), unit_name="image"
+        total, verbose=1 if verbose == "auto" else int(verbose), unit_name="image"
     )
-    for index, start in enumerate(range(0, len(images), batch_size)):
-        batch = images[start : start + batch_size]
+    count = 0
+    for index, batch in enumerate(image_batches(images, batch_size, max_images)):
         z_mean, z_log_var = vae.encode(batch)
         # One decoder pass at the posterior mean serves the reconstructions and
         # the learned sigma of both likelihood bounds.
@@ -95,9 +116,13 @@ def evaluate_vae(
                 )
             )
         if features is not None:
-            kept_reconstructions.append(ops.convert_to_numpy(reconstructions))
-        progress.add(len(batch))
-    count = len(images)
+            kept["images"].append(batch)
+            kept["reconstructions"].append(ops.convert_to_numpy(reconstructions))
+        count += len(batch)
+        progress.update(count)
+    if count == 0:
+        raise ValueError("evaluate_vae: no images to evaluate (the test set is empty).")
+    progress.update(count, finalize=True)
     num_dims = math.prod(vae.image_shape)
     latent = latent.result()
     elbo = sums["elbo"] / count
@@ -121,9 +146,46 @@ def evaluate_vae(
         metrics["iwae_samples"] = int(iwae_samples)
         metrics["iwae_bits_per_dim_8bit"] = bits_per_dim(iwae, num_dims, eight_bit=True)
     if features is not None:
-        reconstructions = np.concatenate(kept_reconstructions)
-        metrics.update(_inception_metrics(vae, images, reconstructions, features, seed))
+        originals, reconstructions = (np.concatenate(kept[key]) for key in kept)
+        metrics.update(_inception_metrics(vae, originals, reconstructions, features, seed))
     return metrics
+
+
+def image_batches(images, batch_size, max_images=None):
+    """Float32 NumPy batches of exactly `batch_size` images (the last may be short).
+
+    `images` is an array (or tensor, or list of images) or an iterable of
+    batches of any sizes, such as a `tf.data.Dataset`; a stream is read only
+    as batches are needed, and no further than `max_images` images.
+
+    Example:
+    >>> [len(b) for b in image_batches(np.zeros((10, 8, 8, 1)), 4)]
+    [4, 4, 2]
+    """
+    chunks = [images] if _is_array(images) else images
+    pending, pending_count, emitted = [], 0, 0
+    for chunk in chunks:
+        chunk = np.asarray(ops.convert_to_numpy(chunk), "float32")
+        if max_images is not None:
+            chunk = chunk[: max_images - emitted - pending_count]
+        pending.append(chunk)
+        pending_count += len(chunk)
+        if pending_count >= batch_size:
+            joined = pending[0] if len(pending) == 1 else np.concatenate(pending)
+            cut = pending_count - pending_count % batch_size
+            for start in range(0, cut, batch_size):
+                yield joined[start : start + batch_size]
+            emitted += cut
+            pending, pending_count = [joined[cut:]], pending_count - cut
+        if max_images is not None and emitted + pending_count >= max_images:
+            break
+    if pending_count:
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+
+
+def _is_array(images):
+    """True for one array of images (NumPy, a backend tensor, a list of images)."""
+    return hasattr(images, "shape") or isinstance(images, (list, tuple))
 
 
 def _total(values):
