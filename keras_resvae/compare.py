@@ -102,8 +102,12 @@ def variant_names(variants=DEFAULT_VARIANTS, center=False):
 
 
 def _read_history(path):
+    """history.csv as dicts of floats; empty cells (columns added later) are left out."""
     with open(path, newline="") as file:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+        return [
+            {key: float(value) for key, value in row.items() if value not in ("", "NA")}
+            for row in csv.DictReader(file)
+        ]
 
 
 def _train(run_dir, options, verbose):
@@ -208,7 +212,9 @@ def combine_repeats(rows):
     """One row from the rows of a variant's repeats: means, and the spread of `SPREAD`.
 
     Values that are the same in every repeat stay as they are; other numbers
-    become their mean. `<metric>_std` is the sample standard deviation.
+    become their mean. `<metric>_std` is the sample standard deviation. Runs
+    stuck at the mean image (`stalled`) are left out of the means and counted
+    in `stalled`, with their seeds in `stalled_seeds`, unless every run stalled.
 
     Example:
     >>> combine_repeats([{"variant": "basic", "mse": 0.004}, {"variant": "basic", "mse": 0.006}])
@@ -216,18 +222,25 @@ def combine_repeats(rows):
     """
     if len(rows) == 1:
         return rows[0]
+    stalled = [row for row in rows if row.get("stalled")]
+    kept = [row for row in rows if not row.get("stalled")] or rows
     combined = {}
     for key in rows[0]:
-        values = [row.get(key) for row in rows]
+        values = [row.get(key) for row in kept]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        if numeric and len(set(values)) > 1:
+        if key == "seed":
+            combined[key] = rows[0][key]
+        elif numeric and len(set(values)) > 1:
             combined[key] = statistics.fmean(values)
         else:
             combined[key] = values[0]
     combined["repeats"] = len(rows)
+    if stalled:
+        combined["stalled"] = len(stalled)
+        combined["stalled_seeds"] = " ".join(str(row.get("seed", "?")) for row in stalled)
     for key in SPREAD:
-        values = [row[key] for row in rows if row.get(key) is not None]
-        if len(values) == len(rows):
+        values = [row[key] for row in kept if row.get(key) is not None]
+        if len(values) == len(kept) > 1:
             combined[f"{key}_std"] = statistics.stdev(values)
     return combined
 
@@ -246,6 +259,9 @@ def _row(name, config, vae, history, metrics):
         "seconds_per_epoch": statistics.median(seconds[1:] or seconds) if seconds else None,
         "train_loss": history[-1]["loss"],
         "val_loss": history[-1].get("val_loss"),
+        "seed": config["seed"],
+        # Stuck at the mean image at the end (see keras_resvae.stall); 0 in older runs.
+        "stalled": int(history[-1].get("stalled", 0.0) == 1.0),
     }
     for key in (
         "mse",

@@ -29,6 +29,7 @@ TABLE = [
     ("active_units", "active units", "{}"),
     ("fid_samples", "FID samples", "{:.1f}"),
     ("fid_reconstructions", "FID recon.", "{:.1f}"),
+    ("stalled", "stalled runs", "{}"),
 ]
 NOTES = """\
 Columns: losses are the training objective in nats per image (lower is better). MSE, PSNR
@@ -40,6 +41,10 @@ on the 8-bit scale (density on [0, 1] + 8; see `keras_resvae.metrics.likelihood`
 units: latent dimensions whose posterior mean varies over the test set (variance > 0.01),
 out of {latent_dim}. s/epoch: median training time of the epochs after the first.
 With repeats, a cell is the mean over the seeds, ± their standard deviation where shown.
+"""
+STALL_NOTE = """\
+Stalled runs: training stuck at the mean image (the reconstructions ignore the input;
+`keras_resvae.stall`). They are left out of their variant's means and spreads.
 """
 
 
@@ -76,7 +81,12 @@ def write_csv(path, rows):
 
 def results_markdown(rows, command=""):
     """The results table in Markdown, with the command and what each column means."""
-    columns = [(key, header, fmt) for key, header, fmt in TABLE if any(key in r for r in rows)]
+    any_stalled = any(row.get("stalled") for row in rows)
+    columns = [
+        (key, header, fmt)
+        for key, header, fmt in TABLE
+        if any(key in r for r in rows) and (key != "stalled" or any_stalled)
+    ]
     lines = ["| " + " | ".join(header for _, header, _ in columns) + " |"]
     lines.append("|" + "|".join("---" for _ in columns) + "|")
     for row in rows:
@@ -85,6 +95,8 @@ def results_markdown(rows, command=""):
             value = row.get(key)
             if key == "active_units" and value is not None:
                 value = f"{value:.3g}/{row['latent_dim']}"  # a mean over repeats: 10.7/16
+            if key == "stalled":
+                value = _stalled_cell(row)
             cell = "" if value is None else fmt.format(value)
             if row.get(f"{key}_std") is not None:
                 cell += " ± " + fmt.format(row[f"{key}_std"])
@@ -94,7 +106,19 @@ def results_markdown(rows, command=""):
     if command:
         text += f"```bash\n{command}\n```\n\n"
     latent_dim = rows[0].get("latent_dim", "?") if rows else "?"
-    return text + "\n".join(lines) + "\n\n" + NOTES.format(latent_dim=latent_dim)
+    notes = NOTES.format(latent_dim=latent_dim) + (STALL_NOTE if any_stalled else "")
+    return text + "\n".join(lines) + "\n\n" + notes
+
+
+def _stalled_cell(row):
+    """Empty (no stall), "yes" (a single run), or "1/3 (seed 2)" over repeats."""
+    if not row.get("stalled"):
+        return ""
+    if "repeats" not in row:
+        return "yes"
+    seeds = row["stalled_seeds"]
+    label = "seeds" if " " in seeds else "seed"
+    return f"{row['stalled']}/{row['repeats']} ({label} {seeds})"
 
 
 def _write_text(path, text):

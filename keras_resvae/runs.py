@@ -49,6 +49,7 @@ from keras_resvae.memory import check_batch_fits
 from keras_resvae.metrics import evaluate_vae
 from keras_resvae.precision import check_precision, precision_scope
 from keras_resvae.run_folder import RunFolder
+from keras_resvae.stall import STALL_COLUMNS, MeanImageStall
 from keras_resvae.vae import VAE
 
 CONFIG = "config.json"
@@ -60,6 +61,8 @@ CHECKPOINTS = "checkpoints"
 EVAL_IMAGES = 10000
 # Images per forward pass of the test-set metrics.
 EVAL_BATCH_SIZE = 64
+# Test images whose reconstructions are checked after each epoch for a stall.
+STALL_IMAGES = 256
 ARCH_OPTIONS = ("use_batch_norm", "skip", "width", "stem", "upsampling")
 
 # What `fit_run` takes, with its defaults (the CLI's defaults come from here too).
@@ -168,8 +171,13 @@ def _build_model(config, image_shape):
     return vae
 
 
-def _trim_history(path, completed_epochs):
-    """Drops history rows of epochs that the checkpoint does not include."""
+def _trim_history(path, completed_epochs, columns=()):
+    """Drops history rows of epochs that the checkpoint does not include.
+
+    A history written before `columns` were logged gets them, empty, so the
+    rows a resumed run appends line up with the header (Keras's `CSVLogger`
+    writes `epoch`, then the logged keys sorted).
+    """
     if not os.path.exists(path):
         return
     with open(path, newline="") as file:
@@ -178,6 +186,11 @@ def _trim_history(path, completed_epochs):
         return
     header, body = rows[0], rows[1:]
     kept = [row for row in body if row and int(row[0]) < completed_epochs]
+    missing = [column for column in columns if column not in header]
+    if missing:
+        new_header = ["epoch", *sorted(header[1:] + missing)]
+        kept = [[dict(zip(header, row)).get(key, "") for key in new_header] for row in kept]
+        header = new_header
     temporary = f"{path}.tmp"
     with open(temporary, "w", newline="") as file:
         csv.writer(file).writerows([header, *kept])
@@ -308,15 +321,17 @@ def _train(out, config, data, checkpoint, verbose):
         else:
             vae = _build_model(config, data.image_shape)
             vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
-        preview = next(iter(data.test.unbatch().batch(16))).numpy()
+        test_sample = next(iter(data.test.unbatch().batch(STALL_IMAGES))).numpy()
+        preview = test_sample[:16]
         write_json_atomically(os.path.join(out, CONFIG), config)
-        _trim_history(os.path.join(out, HISTORY), initial_epoch)
+        _trim_history(os.path.join(out, HISTORY), initial_epoch, STALL_COLUMNS)
 
         # The checkpoint comes last: when it names epoch N, the history already has
         # row N, and a resume trims any rows past the checkpoint. The guard comes
         # before the images and the checkpoint, so a diverged epoch saves neither.
         callbacks = [
             EpochTimer(),
+            MeanImageStall(test_sample, advice=_stall_advice(config)),
             keras.callbacks.CSVLogger(os.path.join(out, HISTORY), append=True),
             keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
             DivergenceGuard(advice=_divergence_advice(config)),
@@ -348,6 +363,15 @@ def _train(out, config, data, checkpoint, verbose):
     save_png(os.path.join(out, "reconstructions.png"), reconstruction_grid(vae, preview))
     save_png(os.path.join(out, "samples.png"), samples_grid(vae, seed=config["seed"]))
     return config, metrics
+
+
+def _stall_advice(config):
+    advice = f"another --seed, a lower --lr (this run: {config['lr']:g})"
+    if not config.get("kl_warmup"):
+        advice += ", --kl-warmup 1000"
+    if config.get("use_batch_norm") is False:
+        advice += ", --bn"
+    return advice
 
 
 def _divergence_advice(config):
