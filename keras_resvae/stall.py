@@ -1,10 +1,11 @@
 """Training stuck at the mean image: a decoder whose output no longer depends on its input.
 
 A VAE can settle where the posterior equals the prior and the decoder puts out
-the data's mean image for every input: the loss stops moving, the
-reconstructions are one grey image, and nothing says why. It is detected from
-what the model does rather than from the loss: the reconstructions of a fixed
-set of test images barely vary from image to image, while the images do.
+one image for every input: the data's mean image, or a saturated, almost
+uniform one. The loss stops moving, the reconstructions all look alike, and
+nothing says why. It is detected from what the model does rather than from the
+loss: the reconstructions of a fixed set of test images barely vary from image
+to image, while the images do.
 """
 
 import sys
