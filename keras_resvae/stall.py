@@ -52,8 +52,14 @@ def reconstruction_spread(vae, images):
         raise ValueError(f"reconstruction_spread needs at least 2 images; got {len(images)}.")
     activation = vae.output_activation
     originals = keras.ops.convert_to_numpy(losses.to_unit_interval(images, activation))
-    outputs = keras.ops.convert_to_numpy(
-        losses.to_unit_interval(vae.reconstruct(images), activation)
+    # In batches, so a full-width model's activations stay small.
+    outputs = np.concatenate(
+        [
+            keras.ops.convert_to_numpy(
+                losses.to_unit_interval(vae.reconstruct(images[start : start + 64]), activation)
+            )
+            for start in range(0, len(images), 64)
+        ]
     )
     data_variance = float(np.sum(np.var(originals.astype("float64"), axis=0)))
     if data_variance == 0.0:
