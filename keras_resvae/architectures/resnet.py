@@ -27,13 +27,6 @@ STAGE_FILTERS = (64, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 2, 2)
 STEMS = ("cifar", "imagenet")
 UPSAMPLING = ("nearest", "bilinear")
-# The decoder's last convolution starts at a tenth of Glorot's scale. At full
-# scale its random weights moved a no-batch-norm decoder's first outputs so
-# far, seed by seed, that the first updates drove the tanh output into
-# saturation and training never left it (3 of 8 seeds on the digits, TF); at a
-# tenth every one of them trained, as fast as the seeds that trained before.
-# Zero would also work but trained about an epoch slower (see README).
-OUTPUT_KERNEL_SCALE = 0.1
 
 
 def check_stem(stem):
@@ -236,13 +229,6 @@ def build_resnet_decoder(
         x = apply_conv_norm_act(x, filters[0], 3, 1, use_batch_norm, name="stem_up1")
     x = apply_upsample_to(x, stem_sizes[0], upsampling, name="stem_up0")
     logits = keras.layers.Conv2D(
-        image_shape[-1],
-        3,
-        padding="same",
-        kernel_initializer=keras.initializers.VarianceScaling(
-            OUTPUT_KERNEL_SCALE**2, mode="fan_avg", distribution="uniform"
-        ),
-        dtype="float32",
-        name="logits",
+        image_shape[-1], 3, padding="same", dtype="float32", name="logits"
     )(x)
     return keras.Model(z, logits, name="decoder")
