@@ -122,7 +122,8 @@ def evaluate_vae(
         progress.update(count)
     if count == 0:
         raise ValueError("evaluate_vae: no images to evaluate (the test set is empty).")
-    progress.update(count, finalize=True)
+    if total is None or count < total:  # a stream of unknown or shorter length
+        progress.update(count, finalize=True)
     num_dims = math.prod(vae.image_shape)
     latent = latent.result()
     elbo = sums["elbo"] / count
