@@ -22,12 +22,7 @@ import statistics
 
 import keras
 
-from keras_resvae.compare import run_comparison, variant_names
-
-
-def _run_folder(out, variant, seed, first_seed):
-    suffix = "" if seed == first_seed else f"-seed{seed}"
-    return os.path.join(out, "runs", variant + suffix)
+from keras_resvae.compare import run_comparison, variant_names, variant_run_folder
 
 
 def _stalled(folder):
@@ -58,7 +53,7 @@ def main(argv=None):
     print("| variant | stalled runs | test MSE mean ± sd | min | max | MSE per seed |")
     print("|---|---|---|---|---|---|")
     for name in names:
-        folders = [_run_folder(out, name, seed, args.first_seed) for seed in seeds]
+        folders = [variant_run_folder(out, name, seed, args.first_seed) for seed in seeds]
         mses = []
         for folder in folders:
             with open(os.path.join(folder, "evaluation.json")) as file:

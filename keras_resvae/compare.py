@@ -101,6 +101,17 @@ def variant_names(variants=DEFAULT_VARIANTS, center=False):
     return names
 
 
+def variant_run_folder(out, name, seed, first_seed):
+    """A variant's run directory in a report: `runs/<name>`, `runs/<name>-seed<N>` for repeats.
+
+    Example:
+    >>> variant_run_folder("reports/study", "basic", 1, first_seed=0)
+    'reports/study/runs/basic-seed1'
+    """
+    suffix = "" if seed == first_seed else f"-seed{seed}"
+    return os.path.join(out, "runs", name + suffix)
+
+
 def _read_history(path):
     """history.csv as dicts of floats; empty cells (columns added later) are left out."""
     with open(path, newline="") as file:
@@ -189,8 +200,7 @@ def run_comparison(
         repeat_rows = []
         for seed in range(first_seed, first_seed + int(repeats)):
             log(f"[{index}/{len(names)}] {name}" + (f" (seed {seed})" if repeats > 1 else ""))
-            suffix = "" if seed == first_seed else f"-seed{seed}"
-            run_dir = os.path.join(out, "runs", name + suffix)
+            run_dir = variant_run_folder(out, name, seed, first_seed)
             config = _train(run_dir, {**variant_options(name, shared), "seed": seed}, verbose)
             vae = load_model(os.path.join(run_dir, MODEL))
             data = load_data_for(config)

@@ -46,7 +46,7 @@ from keras_resvae.datasets import load_dataset
 from keras_resvae.distribute import data_parallel, local_devices
 from keras_resvae.images import save_png
 from keras_resvae.memory import check_batch_fits
-from keras_resvae.metrics import evaluate_vae
+from keras_resvae.metrics import evaluate_vae, image_batches
 from keras_resvae.precision import check_precision, precision_scope
 from keras_resvae.run_folder import RunFolder
 from keras_resvae.stall import STALL_COLUMNS, MeanImageStall
@@ -486,13 +486,7 @@ def load_run(path):
 
 def test_images(data, max_images=None):
     """The test split as one NumPy array, in its fixed order, at most `max_images`."""
-    batches, count = [], 0
-    for batch in data.test:
-        batches.append(batch.numpy())
-        count += len(batches[-1])
-        if max_images is not None and count >= max_images:
-            break
-    return np.concatenate(batches)[:max_images]
+    return np.concatenate(list(image_batches(data.test, EVAL_BATCH_SIZE, max_images)))
 
 
 def evaluate_model(

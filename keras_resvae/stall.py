@@ -13,7 +13,7 @@ import sys
 import keras
 import numpy as np
 
-from keras_resvae import losses
+from keras_resvae.callbacks import to_unit_numpy
 
 # Reconstructions that vary across images less than this fraction of the
 # images' own variance are taken as stuck. On the built-in digits (ResNet-18
@@ -51,13 +51,11 @@ def reconstruction_spread(vae, images):
     if len(images) < 2:
         raise ValueError(f"reconstruction_spread needs at least 2 images; got {len(images)}.")
     activation = vae.output_activation
-    originals = keras.ops.convert_to_numpy(losses.to_unit_interval(images, activation))
+    originals = to_unit_numpy(images, activation)
     # In batches, so a full-width model's activations stay small.
     outputs = np.concatenate(
         [
-            keras.ops.convert_to_numpy(
-                losses.to_unit_interval(vae.reconstruct(images[start : start + 64]), activation)
-            )
+            to_unit_numpy(vae.reconstruct(images[start : start + 64]), activation)
             for start in range(0, len(images), 64)
         ]
     )
