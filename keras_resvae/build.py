@@ -46,9 +46,9 @@ def build_vae(
         name: str. The model's name.
 
     Returns:
-        A `VAE`; compile it with an optimizer and call `fit`. A `tanh` model
-        starts as the `sigmoid` model of the same seed does, with its output
-        mapped to [-1, 1] (see `match_sigmoid_start`).
+        A `VAE`; compile it with an optimizer and call `fit`. A `tanh` model's
+        decoder starts as the `sigmoid` model's of the same seed does, with its
+        output mapped to [-1, 1] (see `match_sigmoid_start`).
 
     Example:
     >>> vae = build_vae("resnet18", (32, 32, 3), latent_dim=128, use_batch_norm=False)
@@ -85,8 +85,9 @@ def match_sigmoid_start(decoder, output_activation):
     tanh(a) = 2 sigmoid(2a) - 1: at Glorot's scale a tanh output is twice as
     steep as a sigmoid one. Dividing the last layer's initial kernel by the
     activation's logit scale (2 for tanh, 1 for sigmoid) makes the centred
-    model's first output exactly the sigmoid model's, mapped to [-1, 1]; the
-    output bias is divided the same way (`VAE.initialize_output_bias`).
+    decoder's first output, for any code, exactly the sigmoid decoder's mapped
+    to [-1, 1]; the output bias is divided the same way
+    (`VAE.initialize_output_bias`).
     Without it, 3 of 8 seeds of the centred ResNet-18 without batch norm were
     pushed into the saturated tanh in their first steps and never left it.
 
