@@ -17,13 +17,14 @@ from keras_resvae.callbacks import to_unit_numpy
 
 # Reconstructions that vary across images less than this fraction of the
 # images' own variance are taken as stuck. On the built-in digits (ResNet-18
-# without batch norm, sigmoid and tanh, on TF), 27 runs that trained were at
-# 0.001-0.018 after epoch 1, 0.002-0.068 after epoch 2 and 0.022-0.23 after
-# epoch 3; a stalled run stayed between 0.0004 and 0.0043 for all 8 epochs.
+# and ResNet-50, with and without batch norm, sigmoid and tanh, on TF), every
+# run that trained was at 0.040 or more after epoch 4, while runs with batch
+# norm were still at 0.007-0.028 after epoch 3; a stalled run stayed between
+# 0.0004 and 0.0043 for all 8 epochs.
 STALL_SPREAD = 0.01
-# Even a run that trains puts out about the mean image for its first epoch or
-# two, so a run is judged from the end of this epoch on.
-FIRST_JUDGED_EPOCH = 3
+# Even a run that trains puts out about the mean image for its first epochs
+# (three with batch norm), so a run is judged from the end of this epoch on.
+FIRST_JUDGED_EPOCH = 4
 # The columns the detector adds to history.csv.
 STALL_COLUMNS = ("reconstruction_spread", "stalled")
 

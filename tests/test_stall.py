@@ -49,16 +49,16 @@ def test_the_callback_logs_every_epoch_and_speaks_once(capsys):
     images = blob_images(16, seed=4)
     detector = stall.MeanImageStall(images, advice="a lower --lr")
     detector.set_model(stuck_at_the_mean(tiny_vae(), images))
-    logs = [{}, {}, {}, {}]
+    logs = [{}, {}, {}, {}, {}]
     for epoch, epoch_logs in enumerate(logs):
         detector.on_epoch_end(epoch, epoch_logs)
-    # Judged from the third epoch: a run that trains starts at the mean image too.
-    assert [epoch_logs["stalled"] for epoch_logs in logs] == [0.0, 0.0, 1.0, 1.0]
+    # Judged from the fourth epoch: a run that trains starts at the mean image too.
+    assert [epoch_logs["stalled"] for epoch_logs in logs] == [0.0, 0.0, 0.0, 1.0, 1.0]
     assert all(epoch_logs["reconstruction_spread"] < 1e-10 for epoch_logs in logs)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("Training is stuck at the mean image (one output for every")
-    assert "after epoch 3 the reconstructions vary" in lines[0]
+    assert "after epoch 4 the reconstructions vary" in lines[0]
     assert lines[0].endswith("Try a lower --lr.")
 
     keras.utils.set_random_seed(0)
@@ -69,7 +69,7 @@ def test_the_callback_logs_every_epoch_and_speaks_once(capsys):
     quiet = stall.MeanImageStall(images)
     quiet.set_model(trained)
     epoch_logs = {}
-    quiet.on_epoch_end(2, epoch_logs)
+    quiet.on_epoch_end(3, epoch_logs)  # the first judged epoch
     assert epoch_logs["stalled"] == 0.0 and epoch_logs["reconstruction_spread"] > stall.STALL_SPREAD
     assert capsys.readouterr().out == ""
 
@@ -94,16 +94,16 @@ def test_resvae_fit_says_when_training_is_stuck(tmp_path, monkeypatch):
     options = ["--arch", "basic", "--latent-dim", "4", "--limit", "64", "--batch-size", "32"]
     result = CliRunner().invoke(
         main,
-        ["fit", *options, "--epochs", "4", "--lr", "1e-9", "--out", str(out)],
+        ["fit", *options, "--epochs", "5", "--lr", "1e-9", "--out", str(out)],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     messages = [line for line in result.output.splitlines() if "stuck at the mean" in line]
     assert len(messages) == 1, result.output
-    assert "after epoch 3" in messages[0] and "--lr (this run: 1e-09)" in messages[0]
+    assert "after epoch 4" in messages[0] and "--lr (this run: 1e-09)" in messages[0]
     with open(os.path.join(out, "history.csv")) as file:
         rows = list(csv.DictReader(file))
-    assert [row["stalled"] for row in rows] == ["0.0", "0.0", "1.0", "1.0"]
+    assert [row["stalled"] for row in rows] == ["0.0", "0.0", "0.0", "1.0", "1.0"]
     assert all(float(row["reconstruction_spread"]) < stall.STALL_SPREAD for row in rows)
 
 
