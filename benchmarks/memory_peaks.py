@@ -24,6 +24,8 @@ import traceback
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 KEPT_FRAMES = 7
+OURS_CLI = f"{os.sep}cli{os.sep}"
+KERAS_SOURCE = f"{os.sep}keras{os.sep}src{os.sep}"
 
 
 def resident_gb():
@@ -32,7 +34,8 @@ def resident_gb():
 
 
 def _ours(path):
-    return "keras_resvae" in path or f"{os.sep}keras{os.sep}src{os.sep}" in path or "cli" in path
+    # The CLI ships from the top-level cli/ folder; "/cli/" leaves out click's own frames.
+    return any(part in path for part in ("keras_resvae", OURS_CLI, KERAS_SOURCE))
 
 
 class PeakSampler(threading.Thread):

@@ -18,6 +18,7 @@ Examples:
 """
 
 import argparse
+import math
 import os
 import resource
 import statistics
@@ -122,7 +123,7 @@ def main(argv=None):
             size, seconds = output.stdout.strip().splitlines()[-1].split()
             row[measure] = int(size) / 2**30
             row["seconds"] = float(seconds)
-        saved = "" if row["saved"] != row["saved"] else f"{row['saved']:.2f}"
+        saved = "" if math.isnan(row["saved"]) else f"{row['saved']:.2f}"
         print(f"| {variant} | {saved} | {row['peak']:.2f} | {row['seconds']:.2f} |")
 
 
