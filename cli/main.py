@@ -158,7 +158,7 @@ dataset_option = click.option(
     "--dataset",
     default=FIT_DEFAULTS["dataset"],
     show_default=True,
-    help="digits (built in), mnist, fashion_mnist, cifar10, celeb_a, "
+    help="digits or photos (built in, offline), mnist, fashion_mnist, cifar10, celeb_a, "
     "imagenet_resized/32x32, imagenet_resized/64x64, a .npz file or an image folder.",
 )
 data_dir_option = click.option(

@@ -1,4 +1,4 @@
-"""Datasets: built-in digits, .npz files, image folders and tfds (mocked, no network)."""
+"""Datasets: built-in digits and photos, .npz files, image folders and tfds (mocked, no network)."""
 
 import keras
 import numpy as np
@@ -13,6 +13,8 @@ from keras_resvae.datasets import (
     load_dataset,
     load_digits,
     load_npz,
+    load_photos,
+    photos,
     tfds_source,
 )
 
@@ -44,6 +46,54 @@ def test_digits_pipeline(center):
     # Training batches are full; the test set keeps every image.
     assert all(b.shape[0] == 64 for b in data.train)
     assert sum(b.shape[0] for b in data.test) == 297
+
+
+@pytest.fixture(scope="module")
+def photo_crops():
+    return load_photos()
+
+
+def test_photos_are_fixed_natural_colour_crops(photo_crops):
+    x_train, x_test = photo_crops
+    assert x_train.shape == (6000, 32, 32, 3) and x_test.shape == (1000, 32, 32, 3)
+    assert x_train.dtype == np.float32 and x_train.min() >= 0 and x_train.max() <= 1
+    # Photographs, not flat patches or grey: most crops have texture, and colour.
+    assert np.median(x_train.std(axis=(1, 2, 3))) > 0.03
+    assert np.median(x_test.std(axis=(1, 2, 3))) > 0.03
+    assert np.abs(x_train[..., 0] - x_train[..., 2]).mean() > 0.05
+    again_train, again_test = load_photos()
+    np.testing.assert_array_equal(again_train, x_train)  # the same images on every install
+    np.testing.assert_array_equal(again_test, x_test)
+
+
+def test_photos_split_by_photograph(monkeypatch):
+    sources = photos.TRAIN_PHOTOS + photos.TEST_PHOTOS
+    assert not set(photos.TRAIN_PHOTOS) & set(photos.TEST_PHOTOS)
+    # The stereo pair is one scene: both views on the same side of the split.
+    assert {("skimage", "motorcycle_left"), ("skimage", "motorcycle_right")} <= set(
+        photos.TRAIN_PHOTOS
+    )
+    # Each photograph replaced by a flat one whose value names it: every crop
+    # then says which photograph it was cut from.
+    value = {photo: (index + 1) / (len(sources) + 1) for index, photo in enumerate(sources)}
+    monkeypatch.setattr(photos, "_read_photo", lambda *photo: np.full((80, 120, 3), value[photo]))
+    x_train, x_test = photos.load_photos()
+    train_values = {round(float(v), 6): n for v, n in zip(*np.unique(x_train, return_counts=True))}
+    test_values = {round(float(v), 6): n for v, n in zip(*np.unique(x_test, return_counts=True))}
+    named = lambda group: {round(float(np.float32(value[p])), 6) for p in group}  # noqa: E731
+    assert set(train_values) == named(photos.TRAIN_PHOTOS)
+    assert set(test_values) == named(photos.TEST_PHOTOS)
+    # Spread evenly over the photographs.
+    crops_per_photo = {n // (32 * 32 * 3) for n in train_values.values()}
+    assert crops_per_photo == {6000 // len(photos.TRAIN_PHOTOS)}
+
+
+def test_photos_pipeline():
+    data = load_dataset("photos", batch_size=50, center=True, limit=200)
+    batch = first_batch(data.train)
+    assert batch.shape == (50, 32, 32, 3) and data.image_shape == (32, 32, 3)
+    assert batch.min() >= -1.0 and batch.max() <= 1.0 and batch.min() < -0.5
+    assert data.output_activation == "tanh" and data.num_test == 1000
 
 
 def test_pipelines_train_with_fit():

@@ -3,6 +3,7 @@
 from keras_resvae.datasets.arrays import load_npz
 from keras_resvae.datasets.digits import load_digits
 from keras_resvae.datasets.loader import NAMED_DATASETS, load_dataset
+from keras_resvae.datasets.photos import load_photos
 from keras_resvae.datasets.pipeline import DatasetSplits
 from keras_resvae.datasets.tfds_source import TFDS_DATASETS, DatasetUnavailableError
 
@@ -14,4 +15,5 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_npz",
+    "load_photos",
 ]

@@ -5,12 +5,14 @@ import os
 
 from keras_resvae.datasets.arrays import first_unreadable_image, image_folder_datasets, load_npz
 from keras_resvae.datasets.digits import load_digits
+from keras_resvae.datasets.photos import load_photos
 from keras_resvae.datasets.pipeline import make_splits
 from keras_resvae.datasets.tfds_source import TFDS_DATASETS, tfds_datasets
 from keras_resvae.startup import import_tensorflow
 
-BUILTIN_DATASETS = ("digits",)
-NAMED_DATASETS = BUILTIN_DATASETS + tuple(TFDS_DATASETS)
+# Built in: real images that ship inside installed packages, so no download.
+BUILTIN_DATASETS = {"digits": load_digits, "photos": load_photos}
+NAMED_DATASETS = tuple(BUILTIN_DATASETS) + tuple(TFDS_DATASETS)
 
 
 def _array_datasets(x_train, x_test):
@@ -39,7 +41,8 @@ def load_dataset(
     """Batched train/test pipelines for a named dataset, a `.npz` file or an image folder.
 
     Args:
-        dataset: `"digits"` (built in, offline), a tfds name (`mnist`,
+        dataset: `"digits"` or `"photos"` (built in, offline: 28x28 handwritten
+            digits, 32x32 colour crops of photographs), a tfds name (`mnist`,
             `fashion_mnist`, `cifar10`, `celeb_a` at 64x64,
             `imagenet_resized/32x32`, `imagenet_resized/64x64`), a path to a `.npz`
             file, or a path to a folder of PNG/JPEG images.
@@ -63,7 +66,7 @@ def load_dataset(
     """
     find_unreadable = None
     if dataset in BUILTIN_DATASETS:
-        parts = _array_datasets(*load_digits())
+        parts = _array_datasets(*BUILTIN_DATASETS[dataset]())
     elif dataset in TFDS_DATASETS:
         parts = tfds_datasets(dataset, data_dir=data_dir)
     elif os.path.isdir(dataset):
