@@ -30,7 +30,6 @@ from keras_resvae.runs import (
     FIT_DEFAULTS,
     HISTORY,
     MODEL,
-    evaluate_model,
     fit_run,
     load_data_for,
     load_model,
@@ -121,17 +120,18 @@ def _read_history(path):
         ]
 
 
-def _train(run_dir, options, verbose):
+def _train(run_dir, options, verbose, evaluation):
+    """`(config, metrics)` of a variant's run: trained, resumed, or only re-evaluated."""
     if os.path.exists(os.path.join(run_dir, CONFIG)):
         try:
             # Finished or interrupted before: continue it (a finished run only re-evaluates).
-            return fit_run(run_dir, resume=True, verbose=verbose, **options)[0]
+            return fit_run(run_dir, resume=True, verbose=verbose, evaluation=evaluation, **options)
         except ValueError as error:
             raise ValueError(
                 f"{run_dir} was trained with other settings ({error}). "
                 "Use a new --out for a new comparison."
             ) from None
-    return fit_run(run_dir, verbose=verbose, **options)[0]
+    return fit_run(run_dir, verbose=verbose, evaluation=evaluation, **options)
 
 
 def _check_report_folder(out):
@@ -201,16 +201,18 @@ def run_comparison(
         for seed in range(first_seed, first_seed + int(repeats)):
             log(f"[{index}/{len(names)}] {name}" + (f" (seed {seed})" if repeats > 1 else ""))
             run_dir = variant_run_folder(out, name, seed, first_seed)
-            config = _train(run_dir, {**variant_options(name, shared), "seed": seed}, verbose)
-            vae = load_model(os.path.join(run_dir, MODEL))
-            data = load_data_for(config)
-            metrics = evaluate_model(
-                vae, data, eval_images, iwae_samples, features, seed, verbose=verbose
+            # The run's own end-of-run evaluation is the comparison's: nothing is evaluated twice.
+            evaluation = dict(
+                max_images=eval_images, iwae_samples=iwae_samples, features=features, seed=seed
             )
+            options = {**variant_options(name, shared), "seed": seed}
+            config, metrics = _train(run_dir, options, verbose, evaluation)
+            vae = load_model(os.path.join(run_dir, MODEL))
             write_json_atomically(os.path.join(run_dir, "evaluation.json"), metrics)
             history = _read_history(os.path.join(run_dir, HISTORY))
             repeat_rows.append(_row(name, config, vae, history, metrics))
             if seed == first_seed:
+                data = load_data_for(config)
                 figure_images = test_images(data, min(eval_images, report.SPECTRUM_IMAGES))
                 models.append((name, vae, figure_images, history))
         rows.append(combine_repeats(repeat_rows))

@@ -61,6 +61,8 @@ CHECKPOINTS = "checkpoints"
 EVAL_IMAGES = 10000
 # Images per forward pass of the test-set metrics.
 EVAL_BATCH_SIZE = 64
+# What `fit_run(evaluation=...)` passes on to its end-of-run `evaluate_model`.
+EVALUATION_OPTIONS = ("max_images", "iwae_samples", "features", "seed", "batch_size")
 # Test images whose reconstructions are checked after each epoch for a stall.
 STALL_IMAGES = 256
 ARCH_OPTIONS = ("use_batch_norm", "skip", "width", "stem", "upsampling")
@@ -197,7 +199,7 @@ def _trim_history(path, completed_epochs, columns=()):
     os.replace(temporary, path)
 
 
-def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
+def fit_run(out, resume=False, dry_run=False, verbose="auto", evaluation=None, **options):
     """Trains a VAE into the run directory `out`, or resumes an interrupted run.
 
     The folder is claimed first (see `RunFolder`): a folder that is not a run
@@ -212,6 +214,9 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
             with its saved configuration (only `epochs` may be changed).
         dry_run: bool. Resolve and return the configuration; train nothing.
         verbose: passed to `fit` (Keras's progress bar by default).
+        evaluation: dict or None. Arguments of the end-of-run `evaluate_model`
+            (`max_images`, `iwae_samples`, `features`, `seed`, `batch_size`);
+            None uses its defaults.
         **options: see `FIT_DEFAULTS`.
 
     Returns:
@@ -222,13 +227,19 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", **options):
     >>> config, metrics = fit_run("runs/r18", arch="resnet18", use_batch_norm=False,
     ...                           dataset="digits", epochs=5)
     """
+    evaluation = dict(evaluation or {})
+    unknown = sorted(set(evaluation) - set(EVALUATION_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"Unknown evaluation options {unknown}. Known: {sorted(EVALUATION_OPTIONS)}"
+        )
     if dry_run:
         config = _resumed_config(out, options) if resume else _new_config(out, options)
         _seeded_data(config)  # checks the data and the architecture
         return config, None
     with RunFolder(out, marker=CONFIG) as folder:
         try:
-            return _train_run(out, resume, verbose, options)
+            return _train_run(out, resume, verbose, options, evaluation)
         except BaseException:
             folder.discard_on_exit = _never_started(out, resume, folder)
             raise
@@ -273,7 +284,7 @@ def _new_config(out, options):
     return resolve_fit_config(**options)
 
 
-def _train_run(out, resume, verbose, options):
+def _train_run(out, resume, verbose, options, evaluation):
     checkpoint = None
     if resume:
         config = _resumed_config(out, options)
@@ -290,7 +301,7 @@ def _train_run(out, resume, verbose, options):
     data = _seeded_data(config)
     # Any read of an image file from here on names the file that cannot be decoded.
     with data.reading_files():
-        return _train(out, config, data, checkpoint, verbose)
+        return _train(out, config, data, checkpoint, verbose, evaluation)
 
 
 def _seeded_data(config):
@@ -306,7 +317,7 @@ def _seeded_data(config):
     return data
 
 
-def _train(out, config, data, checkpoint, verbose):
+def _train(out, config, data, checkpoint, verbose, evaluation):
     """Builds or restores the model, trains it, and writes the run's files."""
     checkpoints = os.path.join(out, CHECKPOINTS)
     with data_parallel(config.get("distribute", False), config["batch_size"]) as replicas:
@@ -358,7 +369,7 @@ def _train(out, config, data, checkpoint, verbose):
                 _keep_last_good_checkpoint(out, error)
                 raise
     save_model_atomically(vae, os.path.join(out, MODEL))
-    metrics = evaluate_model(vae, data, verbose=verbose)
+    metrics = evaluate_model(vae, data, verbose=verbose, **evaluation)
     write_json_atomically(os.path.join(out, METRICS), metrics)
     save_png(os.path.join(out, "reconstructions.png"), reconstruction_grid(vae, preview))
     save_png(os.path.join(out, "samples.png"), samples_grid(vae, seed=config["seed"]))

@@ -110,6 +110,31 @@ def test_compare_writes_every_file_and_resumes(tmp_path, monkeypatch):
     assert np.isfinite(float(rows[0]["mse"]))
 
 
+def test_each_run_is_evaluated_once_with_the_comparison_s_settings(tmp_path, monkeypatch):
+    from keras_resvae import runs
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        return evaluate_vae(*args, **kwargs)
+
+    evaluate_vae = runs.evaluate_vae
+    monkeypatch.setattr(runs, "evaluate_vae", counted)
+    out = tmp_path / "report"
+    result = invoke("--out", out, "--variants", "basic", *TINY)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and calls[0]["max_images"] == 32
+    run = out / "runs" / "basic"
+    # The run's own metrics are the comparison's: 32 images, IWAE with K = 2.
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics == json.loads((run / "evaluation.json").read_text())
+    assert metrics["num_images"] == 32 and metrics["iwae_samples"] == 2
+    with pytest.raises(ValueError, match=r"Unknown evaluation options \['iwae'\]"):
+        runs.fit_run(str(tmp_path / "other"), evaluation={"iwae": 2}, epochs=1)
+    assert not (tmp_path / "other").exists()
+
+
 def test_combine_repeats_means_what_varies_and_keeps_what_does_not():
     rows = [
         {"variant": "basic", "parameters": 10, "mse": 0.004, "ssim": 0.8, "skip": False},
