@@ -18,7 +18,7 @@ import click
 
 # Importing keras_resvae.cli has imported keras_resvae (and Keras) already.
 from keras_resvae.architectures import ARCHITECTURES
-from keras_resvae.architectures.resnet import STEMS, UPSAMPLING
+from keras_resvae.architectures.resnet import POOLING, STEMS, UPSAMPLING
 from keras_resvae.compare import COMPARE_DEFAULTS, DEFAULT_VARIANTS
 from keras_resvae.compilation import JIT_COMPILE_CHOICES
 from keras_resvae.losses import LIKELIHOODS
@@ -257,6 +257,13 @@ def main():
     type=click.Choice(UPSAMPLING),
     default=None,
     help="ResNet decoder upsampling. [default: nearest]",
+)
+@click.option(
+    "--pooling",
+    type=click.Choice(POOLING),
+    default=None,
+    help="How the ResNet encoder's last feature map enters the latent head: averaged "
+    "(the study's) or flattened, keeping every position. [default: average]",
 )
 @dataset_option
 @data_dir_option
@@ -499,7 +506,7 @@ def sample(run_or_model, num, seed, out_path):
     "--variants",
     default=",".join(DEFAULT_VARIANTS),
     show_default=True,
-    help="Comma-separated ARCH[-bn|-nobn][-skip][-tanh] names.",
+    help="Comma-separated ARCH[-bn|-nobn][-skip][-flat][-tanh] names.",
 )
 @click.option("--center", is_flag=True, help="Add a centred-data/tanh twin of every variant.")
 @dataset_option

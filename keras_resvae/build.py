@@ -17,6 +17,7 @@ def build_vae(
     width=1.0,
     stem=None,
     upsampling=None,
+    pooling=None,
     likelihood="gaussian_learned",
     output_activation="sigmoid",
     beta=1.0,
@@ -42,6 +43,9 @@ def build_vae(
         stem: ResNets only. `"cifar"` (3x3 stride 1) or `"imagenet"` (7x7 stride
             2 + max-pool). None: `"cifar"` up to 64 px, else `"imagenet"`.
         upsampling: ResNets only. `"nearest"` (default) or `"bilinear"`.
+        pooling: ResNets only. How the last feature map enters the latent head:
+            `"average"` (default, the study's global average pooling) or
+            `"flatten"` (keeps every position, as the basic VAE does).
         likelihood, output_activation, beta, kl_warmup_steps, sigma, seed: see `VAE`.
         name: str. The model's name.
 
@@ -63,6 +67,7 @@ def build_vae(
         width=width,
         stem=stem,
         upsampling=upsampling,
+        pooling=pooling,
     )
     match_sigmoid_start(decoder, output_activation)
     return VAE(

@@ -41,6 +41,7 @@ VARIANT_FLAGS = {
     "bn": ("use_batch_norm", True),
     "nobn": ("use_batch_norm", False),
     "skip": ("skip", True),
+    "flat": ("pooling", "flatten"),
     "tanh": ("center", True),
 }
 # Metrics whose standard deviation over repeats the report shows.
@@ -54,15 +55,21 @@ def parse_variant(name):
 
     Example:
     >>> parse_variant("resnet18-nobn-skip")
-    {'arch': 'resnet18', 'use_batch_norm': False, 'skip': True, 'center': False}
+    {'arch': 'resnet18', 'use_batch_norm': False, 'skip': True, 'pooling': None, 'center': False}
     """
     arch, *flags = name.strip().split("-")
     if arch not in ARCHITECTURES:
         raise ValueError(
             f"Variant {name!r}: unknown architecture {arch!r}. Choose one of "
-            f"{sorted(ARCHITECTURES)}, followed by any of -bn, -nobn, -skip, -tanh."
+            f"{sorted(ARCHITECTURES)}, followed by any of -bn, -nobn, -skip, -flat, -tanh."
         )
-    options = {"arch": arch, "use_batch_norm": None, "skip": False, "center": False}
+    options = {
+        "arch": arch,
+        "use_batch_norm": None,
+        "skip": False,
+        "pooling": None,
+        "center": False,
+    }
     for flag in flags:
         if flag not in VARIANT_FLAGS:
             raise ValueError(
@@ -187,7 +194,7 @@ def run_comparison(
     names = variant_names(variants, center)
     _check_report_folder(out)
     shared = {**COMPARE_DEFAULTS, **fit_options}
-    for key in ("arch", "use_batch_norm", "skip", "center"):
+    for key in ("arch", "use_batch_norm", "skip", "pooling", "center"):
         if key in shared:
             raise ValueError(f"`{key}` is set by each variant's name, not for the comparison.")
     if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 1:
@@ -264,6 +271,7 @@ def _row(name, config, vae, history, metrics):
         "arch": config["arch"],
         "batch_norm": vae.architecture.get("use_batch_norm"),
         "skip": config["skip"],
+        "pooling": vae.architecture.get("pooling"),
         "center": config["center"],
         "parameters": vae.count_params(),
         "epochs": len(history),

@@ -65,7 +65,7 @@ EVAL_BATCH_SIZE = 64
 EVALUATION_OPTIONS = ("max_images", "iwae_samples", "features", "seed", "batch_size")
 # Test images whose reconstructions are checked after each epoch for a stall.
 STALL_IMAGES = 256
-ARCH_OPTIONS = ("use_batch_norm", "skip", "width", "stem", "upsampling")
+ARCH_OPTIONS = ("use_batch_norm", "skip", "width", "stem", "upsampling", "pooling")
 
 # What `fit_run` takes, with its defaults (the CLI's defaults come from here too).
 FIT_DEFAULTS = dict(
@@ -76,6 +76,7 @@ FIT_DEFAULTS = dict(
     width=1.0,
     stem=None,
     upsampling=None,
+    pooling=None,
     dataset="digits",
     data_dir=None,
     center=False,
@@ -149,7 +150,8 @@ def resolve_fit_config(**options):
 
 
 def _arch_options(config):
-    return {name: config[name] for name in ARCH_OPTIONS}
+    # .get: a run saved before an option existed has the option's default.
+    return {name: config.get(name) for name in ARCH_OPTIONS}
 
 
 def _build_model(config, image_shape):

@@ -17,6 +17,7 @@ from keras_resvae.architectures import (
     build_resnet_trunk,
     encoder_from_backbone,
 )
+from keras_resvae.architectures.heads import apply_latent_head
 
 # torchvision's ResNet-18 / ResNet-50 without the classifier have 11,176,512 and
 # 23,508,032 parameters; Keras also counts batch norm's two moving statistics per
@@ -140,6 +141,28 @@ def test_skip_joins_every_stage_inside_the_encoder_only(arch):
     assert skip.count_params() > plain.count_params()
 
 
+def test_flatten_pooling_keeps_where_features_are():
+    average, _, _ = build_networks("resnet18", (32, 32, 3), 4, width=0.125)
+    flat, _, config = build_networks("resnet18", (32, 32, 3), 4, width=0.125, pooling="flatten")
+    assert config["pooling"] == "flatten"
+    # The last stage is 4x4x64: all 1,024 values reach the head, not their 64 means.
+    assert flat.get_layer("latent_head").dense.kernel.shape == (4 * 4 * 64, 8)
+    assert average.get_layer("latent_head").dense.kernel.shape == (64, 8)
+    # A feature map and the same map with its positions moved: averaging cannot
+    # tell them apart, flattening can.
+    maps = keras.Input((4, 4, 8))
+    heads = {
+        flatten: keras.Model(maps, apply_latent_head([maps], 4, flatten_last=flatten))
+        for flatten in (False, True)
+    }
+    feature_map = np.random.default_rng(0).normal(size=(1, 4, 4, 8)).astype("float32")
+    moved = np.roll(feature_map, 1, axis=(1, 2))
+    for flatten, head in heads.items():
+        z_mean = to_numpy(head(feature_map)[0])
+        z_mean_moved = to_numpy(head(moved)[0])
+        assert np.allclose(z_mean, z_mean_moved, atol=1e-5) is not flatten
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -151,6 +174,8 @@ def test_skip_joins_every_stage_inside_the_encoder_only(arch):
         (dict(stem="tiny"), r"\['cifar', 'imagenet'\]"),
         (dict(upsampling="cubic"), r"\['nearest', 'bilinear'\]"),
         (dict(arch="basic", stem="cifar"), r"`stem` applies only to .*resnet18"),
+        (dict(pooling="max"), r"\['average', 'flatten'\]"),
+        (dict(arch="basic", pooling="flatten"), r"`pooling` applies only to .*resnet18"),
         (dict(likelihood="laplace"), "bernoulli"),
         (dict(output_activation="relu"), r"\['sigmoid', 'tanh'\]"),
         (dict(beta=-1.0), "beta"),
@@ -175,6 +200,7 @@ def test_resolved_config_records_defaults():
         width=0.125,
         stem="cifar",
         upsampling="nearest",
+        pooling="average",
     )
     assert keras_resvae.build_vae("basic", (28, 28, 1), 2).architecture["use_batch_norm"] is False
     big = keras_resvae.build_vae("resnet18", (96, 96, 3), 4, width=0.0625)
@@ -242,7 +268,10 @@ def test_residual_branches_start_at_zero():
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_model_saving_round_trip(arch, use_batch_norm, tmp_path):
     """keras-hub's `run_model_saving_test`, for every registered architecture."""
-    vae = tiny_vae(arch, use_batch_norm=use_batch_norm, skip=arch != "basic")
+    resnet = arch != "basic"
+    # ResNets: the BN case with the flattening head, the other with average pooling.
+    pooling = ("flatten" if use_batch_norm else "average") if resnet else None
+    vae = tiny_vae(arch, use_batch_norm=use_batch_norm, skip=resnet, pooling=pooling)
     images = blob_images(3)
     outputs = to_numpy(vae(images))
     path = tmp_path / "model.keras"

@@ -168,6 +168,10 @@ def test_dry_run_prints_the_resolved_config(tmp_path):
     output = run("fit", "--arch", "resnet18", "--no-bn", "--out", tmp_path / "dry", "--dry-run")
     config = json.loads(output)
     assert config["arch"] == "resnet18" and config["use_batch_norm"] is False
+    assert config["pooling"] is None  # the architecture's default: average
+    flat = run("fit", "--arch", "resnet18", "--pooling", "flatten", "--out", tmp_path / "dry",
+               "--dry-run")  # fmt: skip
+    assert json.loads(flat)["pooling"] == "flatten"
     assert config["dataset"] == "digits" and config["lr"] == 3e-4
     assert not (tmp_path / "dry").exists()
 
@@ -183,6 +187,7 @@ def test_archs_lists_every_architecture():
     [
         (["fit", "--arch", "resnet19"], "'resnet19' is not one of"),
         (["fit", "--arch", "basic", "--stem", "cifar", "--dry-run"], "`stem` applies only to"),
+        (["fit", "--pooling", "flatten", "--dry-run"], "`pooling` applies only to"),
         (["fit", "--dataset", "nowhere.npz", "--dry-run"], "Unknown dataset 'nowhere.npz'"),
         (["evaluate", "no/such/run"], "no/such/run: no such run directory or model file"),
         (["sample", "missing.keras"], "missing.keras: no such model file"),

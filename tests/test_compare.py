@@ -31,8 +31,10 @@ def test_variant_names_map_to_fit_options():
         "arch": "resnet18",
         "use_batch_norm": False,
         "skip": True,
+        "pooling": None,
         "center": False,
     }
+    assert parse_variant("resnet18-nobn-flat")["pooling"] == "flatten"
     assert parse_variant("basic-tanh")["center"] is True
     assert parse_variant("resnet50-bn")["use_batch_norm"] is True
     assert variant_names(["basic", "resnet18-nobn"], center=True) == [

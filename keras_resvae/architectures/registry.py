@@ -14,6 +14,7 @@ from keras_resvae.architectures.heads import check_latent_dim
 from keras_resvae.architectures.resnet import (
     build_resnet_decoder,
     build_resnet_encoder,
+    check_pooling,
     check_stem,
     check_upsampling,
 )
@@ -63,7 +64,7 @@ def _resnet(name, block_type, stage_blocks, summary):
         build_encoder=functools.partial(build_resnet_encoder, **kwargs),
         build_decoder=functools.partial(build_resnet_decoder, **kwargs),
         default_use_batch_norm=True,
-        encoder_options=("stem",),
+        encoder_options=("stem", "pooling"),
         decoder_options=("stem", "upsampling"),
     )
 
@@ -141,6 +142,7 @@ def resolve_architecture(
     width=1.0,
     stem=None,
     upsampling=None,
+    pooling=None,
 ):
     """Validates every option and fills in the defaults.
 
@@ -152,7 +154,7 @@ def resolve_architecture(
     image_shape = check_image_shape(image_shape)
     check_latent_dim(latent_dim)
     _check_width(width)
-    given = {"stem": stem, "upsampling": upsampling}
+    given = {"stem": stem, "upsampling": upsampling, "pooling": pooling}
     unsupported = [k for k, v in given.items() if v is not None and k not in architecture.options]
     if unsupported:
         takers = sorted(n for n, a in ARCHITECTURES.items() if unsupported[0] in a.options)
@@ -179,6 +181,10 @@ def resolve_architecture(
         upsampling = "nearest" if upsampling is None else upsampling
         check_upsampling(upsampling)
         config["upsampling"] = upsampling
+    if "pooling" in architecture.options:
+        pooling = "average" if pooling is None else pooling
+        check_pooling(pooling)
+        config["pooling"] = pooling
     return config
 
 
@@ -189,8 +195,8 @@ def build_networks(arch, image_shape, latent_dim, **options):
         arch: `"basic"`, `"resnet18"` or `"resnet50"`.
         image_shape: `(height, width, channels)`, sides at least 8.
         latent_dim: int. Size of the latent code.
-        **options: `use_batch_norm`, `skip`, `width`, and for ResNets `stem` and
-            `upsampling`; see `resolve_architecture`.
+        **options: `use_batch_norm`, `skip`, `width`, and for ResNets `stem`,
+            `upsampling` and `pooling`; see `resolve_architecture`.
 
     Returns:
         `(encoder, decoder, config)`, where `config` is the resolved options.

@@ -27,6 +27,9 @@ STAGE_FILTERS = (64, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 2, 2)
 STEMS = ("cifar", "imagenet")
 UPSAMPLING = ("nearest", "bilinear")
+# How the last feature map enters the latent head: averaged over its positions
+# (the study's ResNets), or flattened, which keeps every position.
+POOLING = ("average", "flatten")
 
 
 def check_stem(stem):
@@ -41,6 +44,12 @@ def check_upsampling(upsampling):
         raise ValueError(
             f"`upsampling` must be one of {list(UPSAMPLING)}. Received: upsampling={upsampling!r}"
         )
+
+
+def check_pooling(pooling):
+    """Raises a `ValueError` unless `pooling` is a known way into the latent head."""
+    if pooling not in POOLING:
+        raise ValueError(f"`pooling` must be one of {list(POOLING)}. Received: pooling={pooling!r}")
 
 
 def _check_block_type(block_type):
@@ -138,8 +147,9 @@ def build_resnet_encoder(
     skip=False,
     width=1.0,
     stem="cifar",
+    pooling="average",
 ):
-    """ResNet encoder: trunk -> global average pool -> Dense(2 * latent_dim).
+    """ResNet encoder: trunk -> global average pool (or flatten) -> Dense(2 * latent_dim).
 
     Args:
         image_shape: `(height, width, channels)`.
@@ -151,15 +161,22 @@ def build_resnet_encoder(
             (FCN-style skip connections inside the inference network).
         width: float. Multiplier on the stage widths 64-128-256-512.
         stem: `"cifar"` (3x3 stride 1) or `"imagenet"` (7x7 stride 2 + max-pool).
+        pooling: `"average"` (the study's: global average pooling, which keeps
+            what is in the last feature map but not where) or `"flatten"` (every
+            position of the last map feeds the latent head, mirroring the
+            decoder's dense layer, as the basic VAE does).
 
     Example:
     >>> encoder = build_resnet_encoder((32, 32, 3), 128, "basic", (2, 2, 2, 2))
+    >>> encoder = build_resnet_encoder((32, 32, 3), 128, pooling="flatten")
     """
+    check_pooling(pooling)
     images = keras.Input(image_shape, name="images")
     features = apply_resnet_stages(images, block_type, stage_blocks, use_batch_norm, width, stem)
     if not skip:
         features = features[-1:]
-    return keras.Model(images, apply_latent_head(features, latent_dim), name="encoder")
+    head = apply_latent_head(features, latent_dim, flatten_last=pooling == "flatten")
+    return keras.Model(images, head, name="encoder")
 
 
 def build_resnet_decoder(
