@@ -127,6 +127,44 @@ def kl_per_dimension(z_mean, z_log_var):
     return 0.5 * (ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var)
 
 
+def gaussian_kl(q_mean, q_log_var, p_mean, p_log_var):
+    """Analytic KL(q || p) between two diagonal Gaussians, per element, in nats.
+
+        KL = 1/2 * (p_log_var - q_log_var
+                    + (exp(q_log_var) + (q_mean - p_mean)^2) / exp(p_log_var) - 1)
+
+    With p = N(0, 1) this is `kl_per_dimension`. A hierarchical VAE sums it over
+    a latent group's positions and channels for that group's KL term.
+
+    Returns:
+        A tensor of the inputs' shape, float32.
+
+    Example:
+    >>> gaussian_kl(*(keras.ops.zeros((2, 4, 4, 8)),) * 4)  # all zeros: q == p
+    """
+    q_mean, q_log_var, p_mean, p_log_var = (
+        ops.cast(value, "float32") for value in (q_mean, q_log_var, p_mean, p_log_var)
+    )
+    return 0.5 * (
+        p_log_var
+        - q_log_var
+        + (ops.exp(q_log_var) + ops.square(q_mean - p_mean)) * ops.exp(-p_log_var)
+        - 1.0
+    )
+
+
+def group_kl(q_mean, q_log_var, p_mean, p_log_var):
+    """KL(q(z_l | x, z_<l) || p(z_l | z_<l)) of one latent group: `(batch,)` nats per image.
+
+    The sum of `gaussian_kl` over every axis but the batch (positions and
+    channels of a spatial latent group).
+
+    Example:
+    >>> group_kl(q_mean, q_log_var, p_mean, p_log_var)  # (batch,)
+    """
+    return _sum_per_example(gaussian_kl(q_mean, q_log_var, p_mean, p_log_var))
+
+
 def bernoulli_nll(images, logits, output_activation="sigmoid"):
     """Bernoulli negative log-likelihood (binary cross-entropy from logits).
 

@@ -112,7 +112,7 @@ class VAE(keras.Model):
             )
         if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not sigma > 0:
             raise ValueError(f"`sigma` must be a number > 0. Received: sigma={sigma!r}")
-        self.image_shape, self.latent_dim = _check_networks(encoder, decoder)
+        self.image_shape, self.latent_dim = self._network_shapes(encoder, decoder)
 
         self.encoder = encoder
         self.decoder = decoder
@@ -141,7 +141,17 @@ class VAE(keras.Model):
             self.kl_tracker,
             self.mse_tracker,
             self.skipped_tracker,
+            *self.extra_trackers,
         ]
+
+    @property
+    def extra_trackers(self):
+        """Trackers of the model's own terms beyond the ELBO's (none for a flat VAE)."""
+        return []
+
+    def _network_shapes(self, encoder, decoder):
+        """`(image_shape, latent_dim)`, once encoder and decoder are checked to fit."""
+        return _check_networks(encoder, decoder)
 
     # ----------------------------------------------------------------- inference
 
@@ -269,7 +279,7 @@ class VAE(keras.Model):
         Example:
         >>> vae.initialize_output_bias(x_train[:512])
         """
-        layer = self.decoder.layers[-1]
+        layer = self._output_layer()
         bias = getattr(layer, "bias", None)
         if bias is None:
             raise ValueError(f"The decoder's last layer ({layer.name}) has no bias to initialise.")
@@ -278,6 +288,10 @@ class VAE(keras.Model):
         mean = np.clip(unit.reshape(-1, unit.shape[-1]).mean(axis=0), 1e-3, 1 - 1e-3)
         logits = np.log(mean / (1 - mean)) / losses.logit_scale(self.output_activation)
         bias.assign(logits.astype(bias.dtype))
+
+    def _output_layer(self):
+        """The layer that makes the decoder's logits."""
+        return self.decoder.layers[-1]
 
     def call(self, images, training=False):
         # Not through `encode`/`decode`: those record no gradients, and a call may be trained.
@@ -308,9 +322,7 @@ class VAE(keras.Model):
         images = self.check_images(images)
         if sample_weight is not None:
             sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        z_mean, z_log_var = self._encode_checked(images, training)
-        z = self.sampling([z_mean, z_log_var])
-        logits = self.decoder(z, training=training)
+        logits, kl, extra_kl = self._sampled_logits_and_kl(images, training)
         reconstruction = losses.reconstruction_nll(
             self.likelihood,
             images,
@@ -319,7 +331,6 @@ class VAE(keras.Model):
             self.sigma,
             sample_weight=sample_weight,
         )
-        kl = losses.kl_divergence(z_mean, z_log_var)
         kl_weight = self.beta
         if step is not None:
             kl_weight = kl_weight * losses.kl_warmup_weight(step, self.kl_warmup_steps)
@@ -335,7 +346,21 @@ class VAE(keras.Model):
                 losses.pixel_mse(images, logits, self.output_activation), sample_weight
             ),
         }
+        for name, value in extra_kl.items():
+            terms[name] = losses.weighted_mean(value, sample_weight)
         return loss, terms
+
+    def _sampled_logits_and_kl(self, images, training):
+        """One posterior sample's logits, its KL in nats per image, and any parts of that KL.
+
+        Returns:
+            `(logits, kl, parts)`: `kl` is `(batch,)`; `parts` maps the names of
+            `extra_trackers` to `(batch,)` terms (empty for a flat VAE).
+        """
+        z_mean, z_log_var = self._encode_checked(images, training)
+        z = self.sampling([z_mean, z_log_var])
+        logits = self.decoder(z, training=training)
+        return logits, losses.kl_divergence(z_mean, z_log_var), {}
 
     def train_step(self, *args):
         return self._steps.train_step(self, *args)
@@ -580,10 +605,16 @@ class VAE(keras.Model):
 
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
+            **self._objective_config(),
+        }
+
+    def _objective_config(self):
+        """Every constructor argument but the networks."""
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
             "likelihood": self.likelihood,
             "output_activation": self.output_activation,
             "beta": self.beta,

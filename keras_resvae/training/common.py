@@ -50,6 +50,7 @@ def update_metrics(model, images, loss, terms, skipped=None):
         (model.kl_tracker, terms["kl_loss"]),
         (model.mse_tracker, terms["mse"]),
     ]
+    trackers += [(tracker, terms[tracker.name]) for tracker in model.extra_trackers]
     for tracker, value in trackers:
         tracker.update_state(value, sample_weight=batch_size)
     if skipped is not None:

@@ -1,0 +1,249 @@
+"""The networks of the hierarchical residual VAE: a bottom-up ResNet and top-down cells.
+
+The bottom-up network keeps its feature map at every latent resolution: these
+are the skip connections of the inference network. The top-down network starts
+from a learned constant at the smallest resolution and, for each latent group,
+runs one cell: a prior p(z_l | z_<l) from the top-down state h, a posterior
+q(z_l | x, z_<l) from h and the bottom-up features at that resolution, and a
+merge of z_l back into h, followed by residual blocks and, between
+resolutions, upsampling. Each piece is a small functional `keras.Model`, so the
+model can run the same cells along three paths (posterior samples in training,
+posterior means to encode, prior noise to sample) with one set of weights.
+
+References: Sønderby et al. (2016), "Ladder Variational Autoencoders"; Vahdat &
+Kautz (2020), "NVAE: A Deep Hierarchical Variational Autoencoder" (the residual
+posterior); Child (2021), "Very Deep VAEs Generalize Autoregressive Models and
+Can Outperform Them on Images" (the top-down cell, zero-initialised priors).
+"""
+
+import keras
+
+from keras_resvae.architectures.blocks import (
+    apply_basic_block,
+    apply_conv_norm_act,
+    apply_upsample_to,
+    same_padding_size,
+    scaled_filters,
+)
+
+# Residual-stream channels at width 1, the same at every resolution (as VDVAE).
+BASE_CHANNELS = 64
+# The smallest side a latent group can have.
+MIN_GROUP_SIDE = 2
+
+
+def latent_sizes(image_shape, num_scales):
+    """The spatial sizes of the latent groups, smallest first, one per scale.
+
+    Each scale halves the image side ('same' rounding): a 32x32 image with 3
+    scales has groups at 4x4, 8x8 and 16x16; a 28x28 one at 4x4, 7x7, 14x14.
+
+    Example:
+    >>> latent_sizes((32, 32, 3), 3)
+    [(4, 4), (8, 8), (16, 16)]
+    """
+    size = tuple(image_shape[:2])
+    sizes = []
+    for _ in range(int(num_scales)):
+        size = tuple(same_padding_size(side, 2) for side in size)
+        sizes.append(size)
+    if min(sizes[-1]) < MIN_GROUP_SIDE:
+        raise ValueError(
+            f"`num_scales`={num_scales} halves a {image_shape[0]}x{image_shape[1]} image to "
+            f"{sizes[-1][0]}x{sizes[-1][1]}, below {MIN_GROUP_SIDE}x{MIN_GROUP_SIDE}: "
+            "use fewer scales."
+        )
+    return sizes[::-1]
+
+
+def build_bottom_up(image_shape, sizes, channels, blocks_per_scale=1, use_batch_norm=False):
+    """Images -> the feature map at every latent size in `sizes` (smallest first).
+
+    A stem convolution, residual blocks at full resolution, then for each scale
+    a strided residual block (halving the side) and more blocks.
+
+    Example:
+    >>> bottom_up = build_bottom_up((32, 32, 3), latent_sizes((32, 32, 3), 3), 32)
+    >>> [f.shape for f in bottom_up.outputs]  # 4x4, 8x8, 16x16, 32 channels each
+    """
+    images = keras.Input(image_shape, name="images")
+    x = apply_conv_norm_act(images, channels, 3, 1, use_batch_norm, name="stem")
+    for block in range(1, blocks_per_scale + 1):
+        x = apply_basic_block(x, channels, 1, use_batch_norm, name=f"full_block{block}")
+    features = {}
+    for scale in range(1, len(sizes) + 1):
+        for block in range(1, blocks_per_scale + 1):
+            strides = 2 if block == 1 else 1
+            x = apply_basic_block(
+                x, channels, strides, use_batch_norm, name=f"scale{scale}_block{block}"
+            )
+        features[tuple(x.shape[1:3])] = x
+    return keras.Model(images, [features[size] for size in sizes], name="bottom_up")
+
+
+def _conv(filters, kernel_size, name, initializer="he_normal", dtype=None):
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        padding="same",
+        kernel_initializer=initializer,
+        dtype=dtype,
+        name=name,
+    )
+
+
+def build_prior(size, channels, latent_channels, name):
+    """h -> `[p_mean, p_log_var, h_feature]` of one group, all zero at initialisation.
+
+    Zero-initialised outputs make every prior start as N(0, I) and leave h
+    untouched, so a deep hierarchy starts as a shallow one (VDVAE). The
+    moments are float32 under mixed precision, as the KL needs.
+    """
+    h = keras.Input((*size, channels), name="h")
+    x = _conv(channels, 3, f"{name}_conv")(h)
+    x = keras.layers.Activation("gelu", name=f"{name}_gelu")(x)
+    p_mean = _conv(latent_channels, 3, f"{name}_mean", "zeros", "float32")(x)
+    p_log_var = _conv(latent_channels, 3, f"{name}_log_var", "zeros", "float32")(x)
+    feature = _conv(channels, 3, f"{name}_feature", "zeros")(x)
+    return keras.Model(h, [p_mean, p_log_var, feature], name=name)
+
+
+def build_posterior(size, channels, latent_channels, name):
+    """`[h, bottom-up features]` -> the posterior's offsets from the prior, `[d_mean, d_log_var]`.
+
+    The posterior is residual (NVAE): q = N(p_mean + d_mean, exp(p_log_var +
+    d_log_var)), so the KL term depends on how far q moves from p, not on
+    where p is. Small initial offsets start q close to p.
+    """
+    h = keras.Input((*size, channels), name="h")
+    features = keras.Input((*size, channels), name="features")
+    x = keras.layers.Concatenate(name=f"{name}_concat")([h, features])
+    x = _conv(channels, 3, f"{name}_conv")(x)
+    x = keras.layers.Activation("gelu", name=f"{name}_gelu")(x)
+    small = keras.initializers.VarianceScaling(0.01, seed=None)
+    d_mean = _conv(latent_channels, 3, f"{name}_mean", small, "float32")(x)
+    d_log_var = _conv(latent_channels, 3, f"{name}_log_var", small, "float32")(x)
+    return keras.Model([h, features], [d_mean, d_log_var], name=name)
+
+
+def build_merge(size, channels, latent_channels, next_size, blocks, use_batch_norm, name):
+    """`[h, h_feature, z]` -> the next state: h + h_feature + conv(z), residual blocks, upsampling.
+
+    `next_size` is the next group's size (or the image's, after the last group);
+    the state is upsampled to it when it is larger.
+    """
+    h = keras.Input((*size, channels), name="h")
+    feature = keras.Input((*size, channels), name="h_feature")
+    z = keras.Input((*size, latent_channels), name="z")
+    projected = _conv(channels, 1, f"{name}_z")(z)
+    x = keras.layers.Add(name=f"{name}_add")([h, feature, projected])
+    for block in range(1, blocks + 1):
+        x = apply_basic_block(x, channels, 1, use_batch_norm, name=f"{name}_block{block}")
+    if tuple(next_size) != tuple(size):
+        x = apply_upsample_to(x, next_size, "nearest", name=f"{name}_up")
+    return keras.Model([h, feature, z], x, name=name)
+
+
+def build_head(image_shape, channels, blocks, use_batch_norm, name="head"):
+    """The last state, at full resolution -> logits of the image (float32).
+
+    The VAE applies the output activation to these logits.
+    """
+    h = keras.Input((*image_shape[:2], channels), name="h")
+    x = h
+    for block in range(1, blocks + 1):
+        x = apply_basic_block(x, channels, 1, use_batch_norm, name=f"{name}_block{block}")
+    logits = keras.layers.Conv2D(
+        image_shape[-1], 3, padding="same", dtype="float32", name="logits"
+    )(x)
+    return keras.Model(h, logits, name=name)
+
+
+@keras.saving.register_keras_serializable(package="keras_resvae")
+class LearnedStart(keras.layers.Layer):
+    """The top-down state before the first group: a learned map, the same for every image.
+
+    Call it on any tensor whose first axis is the batch; it returns
+    `(batch, height, width, channels)`, starting at zero.
+
+    Example:
+    >>> start = LearnedStart((4, 4), 32)
+    >>> start(keras.ops.zeros((8, 10))).shape  # (8, 4, 4, 32)
+    """
+
+    def __init__(self, size, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.size = tuple(int(side) for side in size)
+        self.channels = int(channels)
+        self.value = self.add_weight(
+            shape=(*self.size, self.channels), initializer="zeros", name="value"
+        )
+
+    def call(self, reference):
+        batch = keras.ops.shape(reference)[0]
+        value = keras.ops.cast(self.value, self.compute_dtype)
+        return keras.ops.broadcast_to(value[None], (batch, *self.size, self.channels))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.size, self.channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(size=list(self.size), channels=self.channels)
+        return config
+
+
+def build_hierarchy(
+    image_shape,
+    latent_channels=4,
+    num_scales=3,
+    width=1.0,
+    blocks_per_scale=1,
+    use_batch_norm=False,
+):
+    """Every network of a hierarchical VAE, as a dict (see `HierarchicalVAE`).
+
+    Args:
+        image_shape: `(height, width, channels)`.
+        latent_channels: int. Channels of each group's spatial latent map.
+        num_scales: int. Latent groups, one per halving of the image side.
+        width: float. Multiplier on `BASE_CHANNELS`.
+        blocks_per_scale: int. Residual blocks per scale, up and down.
+        use_batch_norm: bool. Batch norm in the residual blocks.
+
+    Returns:
+        `{"bottom_up", "start", "priors", "posteriors", "merges", "head"}`.
+
+    Example:
+    >>> networks = build_hierarchy((32, 32, 3), latent_channels=4, num_scales=3)
+    """
+    channels = scaled_filters(BASE_CHANNELS, width)
+    sizes = latent_sizes(image_shape, num_scales)
+    next_sizes = sizes[1:] + [tuple(image_shape[:2])]
+    return {
+        "bottom_up": build_bottom_up(
+            image_shape, sizes, channels, blocks_per_scale, use_batch_norm
+        ),
+        "start": LearnedStart(sizes[0], channels, name="start"),
+        "priors": [
+            build_prior(size, channels, latent_channels, f"prior{index}")
+            for index, size in enumerate(sizes, 1)
+        ],
+        "posteriors": [
+            build_posterior(size, channels, latent_channels, f"posterior{index}")
+            for index, size in enumerate(sizes, 1)
+        ],
+        "merges": [
+            build_merge(
+                size,
+                channels,
+                latent_channels,
+                next_size,
+                blocks_per_scale,
+                use_batch_norm,
+                f"merge{index}",
+            )
+            for index, (size, next_size) in enumerate(zip(sizes, next_sizes), 1)
+        ],
+        "head": build_head(image_shape, channels, blocks_per_scale, use_batch_norm),
+    }
