@@ -265,6 +265,12 @@ def main():
     help="How the ResNet encoder's last feature map enters the latent head: averaged "
     "(the study's) or flattened, keeping every position. [default: average]",
 )
+@click.option(
+    "--num-scales",
+    type=click.IntRange(min=1),
+    default=None,
+    help="hvae: latent groups, one per halving of the image side. [default: 3]",
+)
 @dataset_option
 @data_dir_option
 @click.option(

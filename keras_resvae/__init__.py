@@ -24,6 +24,7 @@ from keras_resvae.architectures import (  # noqa: E402
     get_architecture,
 )
 from keras_resvae.build import build_vae  # noqa: E402
+from keras_resvae.hierarchical_vae import HierarchicalVAE  # noqa: E402
 from keras_resvae.runs import load_vae  # noqa: E402
 from keras_resvae.sampling import Sampling  # noqa: E402
 from keras_resvae.vae import VAE  # noqa: E402
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARCHITECTURES",
+    "HierarchicalVAE",
     "LatentHead",
     "Sampling",
     "VAE",

@@ -3,7 +3,13 @@
 from keras import ops
 
 from keras_resvae import losses
-from keras_resvae.architectures.registry import build_networks
+from keras_resvae.architectures.registry import (
+    build_hierarchy_networks,
+    build_networks,
+    get_architecture,
+    resolve_architecture,
+)
+from keras_resvae.hierarchical_vae import HierarchicalVAE
 from keras_resvae.vae import VAE
 
 
@@ -18,6 +24,7 @@ def build_vae(
     stem=None,
     upsampling=None,
     pooling=None,
+    num_scales=None,
     likelihood="gaussian_learned",
     output_activation="sigmoid",
     beta=1.0,
@@ -29,7 +36,7 @@ def build_vae(
     """Builds a VAE of a registered architecture.
 
     Args:
-        arch: `"basic"`, `"resnet18"` or `"resnet50"` (see `list_architectures()`).
+        arch: `"basic"`, `"resnet18"`, `"resnet50"` or `"hvae"` (see `list_architectures()`).
         image_shape: `(height, width, channels)`, sides at least 8. The output has
             exactly this shape.
         latent_dim: int. Size of the latent code. Default 32.
@@ -46,6 +53,9 @@ def build_vae(
         pooling: ResNets only. How the last feature map enters the latent head:
             `"average"` (default, the study's global average pooling) or
             `"flatten"` (keeps every position, as the basic VAE does).
+        num_scales: `hvae` only. Latent groups, one per halving of the image
+            side (default 3: 4x4, 8x8, 16x16 for 32x32 images). For `hvae`,
+            `latent_dim` is each group's number of channels.
         likelihood, output_activation, beta, kl_warmup_steps, sigma, seed: see `VAE`.
         name: str. The model's name.
 
@@ -58,30 +68,32 @@ def build_vae(
     >>> vae = build_vae("resnet18", (32, 32, 3), latent_dim=128, use_batch_norm=False)
     >>> vae.compile(optimizer="adam")
     """
-    encoder, decoder, architecture = build_networks(
-        arch,
-        image_shape,
-        latent_dim,
+    options = dict(
         use_batch_norm=use_batch_norm,
         skip=skip,
         width=width,
         stem=stem,
         upsampling=upsampling,
         pooling=pooling,
+        num_scales=num_scales,
     )
-    match_sigmoid_start(decoder, output_activation)
-    return VAE(
-        encoder,
-        decoder,
+    objective = dict(
         likelihood=likelihood,
         output_activation=output_activation,
         beta=beta,
         kl_warmup_steps=kl_warmup_steps,
         sigma=sigma,
         seed=seed,
-        architecture=architecture,
         name=name,
     )
+    if get_architecture(arch).hierarchical:
+        architecture = resolve_architecture(arch, image_shape, latent_dim, **options)
+        networks = build_hierarchy_networks(architecture)
+        match_sigmoid_start(networks["head"], output_activation)
+        return HierarchicalVAE(networks, architecture=architecture, **objective)
+    encoder, decoder, architecture = build_networks(arch, image_shape, latent_dim, **options)
+    match_sigmoid_start(decoder, output_activation)
+    return VAE(encoder, decoder, architecture=architecture, **objective)
 
 
 def match_sigmoid_start(decoder, output_activation):

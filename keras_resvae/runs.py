@@ -65,7 +65,7 @@ EVAL_BATCH_SIZE = 64
 EVALUATION_OPTIONS = ("max_images", "iwae_samples", "features", "seed", "batch_size")
 # Test images whose reconstructions are checked after each epoch for a stall.
 STALL_IMAGES = 256
-ARCH_OPTIONS = ("use_batch_norm", "skip", "width", "stem", "upsampling", "pooling")
+ARCH_OPTIONS = ("use_batch_norm", "skip", "width", "stem", "upsampling", "pooling", "num_scales")
 
 # What `fit_run` takes, with its defaults (the CLI's defaults come from here too).
 FIT_DEFAULTS = dict(
@@ -77,6 +77,7 @@ FIT_DEFAULTS = dict(
     stem=None,
     upsampling=None,
     pooling=None,
+    num_scales=None,
     dataset="digits",
     data_dir=None,
     center=False,

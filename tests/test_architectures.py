@@ -8,7 +8,6 @@ import pytest
 from conftest import blob_images, tiny_vae, to_numpy
 
 import keras_resvae
-from keras_resvae import VAE
 from keras_resvae.architectures import (
     ARCHITECTURES,
     build_basic_decoder,
@@ -24,6 +23,10 @@ from keras_resvae.architectures.heads import apply_latent_head
 # channel (4,800 and 26,560 channels), which gives keras-cv's ResNetBackbone counts.
 RESNET18_TRUNK_PARAMS = 11_176_512 + 2 * 4_800
 RESNET50_TRUNK_PARAMS = 23_508_032 + 2 * 26_560
+
+
+# Encoder/decoder pairs (the hierarchical VAE has its own tests in test_hierarchical_vae.py).
+FLAT = sorted(name for name, arch in ARCHITECTURES.items() if not arch.hierarchical)
 
 
 def all_layers(model):
@@ -113,7 +116,8 @@ SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3), (9, 13, 2)]
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("image_shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_output_has_exactly_the_input_shape(arch, image_shape):
-    vae = keras_resvae.build_vae(arch, image_shape, 3, width=0.0625, skip=True)
+    skip = not ARCHITECTURES[arch].hierarchical
+    vae = keras_resvae.build_vae(arch, image_shape, 3, width=0.0625, skip=skip)
     images = np.random.default_rng(0).uniform(size=(2, *image_shape)).astype("float32")
     assert tuple(vae(images).shape) == (2, *image_shape)
     assert tuple(vae.sample(2, seed=0).shape) == (2, *image_shape)
@@ -127,7 +131,7 @@ def test_imagenet_stem_handles_odd_sizes(arch):
     assert tuple(vae.decode(np.zeros((1, 3), "float32")).shape) == (1, 37, 45, 3)
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", FLAT)
 def test_skip_joins_every_stage_inside_the_encoder_only(arch):
     plain, decoder_plain, _ = build_networks(arch, (32, 32, 3), 4, width=0.125)
     skip, decoder_skip, _ = build_networks(arch, (32, 32, 3), 4, width=0.125, skip=True)
@@ -166,7 +170,7 @@ def test_flatten_pooling_keeps_where_features_are():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(arch="resnet19"), r"\['basic', 'resnet18', 'resnet50'\].*resnet19"),
+        (dict(arch="resnet19"), r"\['basic', 'hvae', 'resnet18', 'resnet50'\].*resnet19"),
         (dict(image_shape=(4, 4, 1)), ">= 8"),
         (dict(image_shape=(28, 28)), "height, width, channels"),
         (dict(latent_dim=0), "latent_dim"),
@@ -268,7 +272,7 @@ def test_residual_branches_start_at_zero():
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_model_saving_round_trip(arch, use_batch_norm, tmp_path):
     """keras-hub's `run_model_saving_test`, for every registered architecture."""
-    resnet = arch != "basic"
+    resnet = arch.startswith("resnet")
     # ResNets: the BN case with the flattening head, the other with average pooling.
     pooling = ("flatten" if use_batch_norm else "average") if resnet else None
     vae = tiny_vae(arch, use_batch_norm=use_batch_norm, skip=resnet, pooling=pooling)
@@ -277,7 +281,7 @@ def test_model_saving_round_trip(arch, use_batch_norm, tmp_path):
     path = tmp_path / "model.keras"
     vae.save(path)
     restored = keras.models.load_model(path)
-    assert type(restored) is VAE
+    assert type(restored) is type(vae)
     # Through JSON: Keras gives back lists where the original config had tuples.
     assert json.dumps(restored.get_config(), sort_keys=True) == json.dumps(
         vae.get_config(), sort_keys=True

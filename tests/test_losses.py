@@ -31,6 +31,24 @@ def test_kl_matches_numpy():
     np.testing.assert_allclose(per_dim.sum(axis=1), expected, rtol=1e-5)
 
 
+def test_gaussian_kl_matches_numpy_and_the_standard_normal_case():
+    q_mean, q_log_var, p_mean, p_log_var = RNG.normal(size=(4, 2, 3, 3, 5)).astype("float32")
+    expected = 0.5 * (
+        p_log_var - q_log_var + (np.exp(q_log_var) + (q_mean - p_mean) ** 2) / np.exp(p_log_var) - 1
+    )
+    got = to_numpy(losses.gaussian_kl(q_mean, q_log_var, p_mean, p_log_var))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # A group's KL sums every position and channel: nats per image.
+    per_image = to_numpy(losses.group_kl(q_mean, q_log_var, p_mean, p_log_var))
+    np.testing.assert_allclose(per_image, expected.reshape(2, -1).sum(axis=1), rtol=1e-5)
+    zeros = np.zeros_like(q_mean)
+    np.testing.assert_allclose(
+        to_numpy(losses.gaussian_kl(q_mean, q_log_var, zeros, zeros)),
+        to_numpy(losses.kl_per_dimension(q_mean, q_log_var)),
+        rtol=1e-5,
+    )
+
+
 def test_kl_is_zero_at_the_prior():
     zeros = np.zeros((3, 5), "float32")
     np.testing.assert_allclose(to_numpy(losses.kl_divergence(zeros, zeros)), 0.0, atol=1e-7)

@@ -1,4 +1,4 @@
-"""Architectures by name: `basic`, `resnet18`, `resnet50`.
+"""Architectures by name: `basic`, `resnet18`, `resnet50`, `hvae`.
 
 Each entry knows how to build an encoder and a decoder and which options it
 takes. The CLI's choices and `build_vae` both come from here.
@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from keras_resvae.architectures.basic import build_basic_decoder, build_basic_encoder
 from keras_resvae.architectures.heads import check_latent_dim
+from keras_resvae.architectures.hierarchical import build_hierarchy, latent_sizes
 from keras_resvae.architectures.resnet import (
     build_resnet_decoder,
     build_resnet_encoder,
@@ -33,13 +34,16 @@ class Architecture:
         name: registry name.
         summary: one line for `resvae archs`.
         build_encoder: `(image_shape, latent_dim, use_batch_norm, skip, width,
-            **options) -> keras.Model`.
+            **options) -> keras.Model`; None for a hierarchical VAE.
         build_decoder: `(image_shape, latent_dim, use_batch_norm, width,
-            **options) -> keras.Model`.
+            **options) -> keras.Model`; None for a hierarchical VAE.
         default_use_batch_norm: what `use_batch_norm=None` means.
         encoder_options: names of the encoder's extra options (beyond batch
             norm, skip and width).
         decoder_options: names of the decoder's extra options.
+        build_hierarchy: for a hierarchical VAE, `(image_shape, latent_channels,
+            num_scales, width, use_batch_norm) -> networks` (see
+            `keras_resvae.HierarchicalVAE`); None for an encoder/decoder pair.
     """
 
     name: str
@@ -49,11 +53,17 @@ class Architecture:
     default_use_batch_norm: bool
     encoder_options: tuple = ()
     decoder_options: tuple = ()
+    build_hierarchy: Callable = None
 
     @property
     def options(self):
         """Every extra option this architecture takes."""
         return tuple(dict.fromkeys(self.encoder_options + self.decoder_options))
+
+    @property
+    def hierarchical(self):
+        """True for a hierarchical VAE (one latent group per resolution)."""
+        return self.build_hierarchy is not None
 
 
 def _resnet(name, block_type, stage_blocks, summary):
@@ -91,8 +101,19 @@ ARCHITECTURES = {
             (3, 4, 6, 3),
             "ResNet-50 encoder (bottleneck blocks 3-4-6-3), mirrored decoder",
         ),
+        Architecture(
+            name="hvae",
+            summary="hierarchical residual VAE: spatial latent groups at 1/8, 1/4, 1/2 of the side",
+            build_encoder=None,
+            build_decoder=None,
+            default_use_batch_norm=False,
+            encoder_options=("num_scales",),
+            build_hierarchy=build_hierarchy,
+        ),
     )
 }
+# Latent groups of the hierarchical VAE: one per halving of the image side.
+DEFAULT_NUM_SCALES = 3
 
 
 def get_architecture(name):
@@ -143,8 +164,13 @@ def resolve_architecture(
     stem=None,
     upsampling=None,
     pooling=None,
+    num_scales=None,
 ):
     """Validates every option and fills in the defaults.
+
+    For the hierarchical `hvae`, `latent_dim` is the number of channels of
+    each latent group (the code at each position); the flat code that
+    `VAE.latent_dim` counts holds every group's positions times that.
 
     Returns:
         A JSON-serialisable dict describing the networks, accepted by
@@ -154,7 +180,12 @@ def resolve_architecture(
     image_shape = check_image_shape(image_shape)
     check_latent_dim(latent_dim)
     _check_width(width)
-    given = {"stem": stem, "upsampling": upsampling, "pooling": pooling}
+    given = {
+        "stem": stem,
+        "upsampling": upsampling,
+        "pooling": pooling,
+        "num_scales": num_scales,
+    }
     unsupported = [k for k, v in given.items() if v is not None and k not in architecture.options]
     if unsupported:
         takers = sorted(n for n, a in ARCHITECTURES.items() if unsupported[0] in a.options)
@@ -185,6 +216,19 @@ def resolve_architecture(
         pooling = "average" if pooling is None else pooling
         check_pooling(pooling)
         config["pooling"] = pooling
+    if architecture.hierarchical:
+        if skip:
+            raise ValueError(
+                f"`skip` does not apply to {arch!r}: its inference network already takes the "
+                "features of every resolution into the latent groups. Received: skip=True"
+            )
+        num_scales = DEFAULT_NUM_SCALES if num_scales is None else num_scales
+        if isinstance(num_scales, bool) or not isinstance(num_scales, numbers.Integral):
+            raise ValueError(f"`num_scales` must be an integer. Received: {num_scales!r}")
+        if num_scales < 1:
+            raise ValueError(f"`num_scales` must be at least 1. Received: {num_scales!r}")
+        latent_sizes(image_shape, num_scales)  # refuses groups smaller than 2x2
+        config["num_scales"] = int(num_scales)
     return config
 
 
@@ -207,6 +251,15 @@ def build_networks(arch, image_shape, latent_dim, **options):
     config = resolve_architecture(arch, image_shape, latent_dim, **options)
     architecture = get_architecture(arch)
     shape = tuple(config["image_shape"])
+    if architecture.hierarchical:
+        from keras_resvae.hierarchical_vae import PosteriorMeanPath, PriorPath
+
+        networks = build_hierarchy_networks(config)
+        return (
+            PosteriorMeanPath(networks, name="encoder"),
+            PriorPath(networks, name="decoder"),
+            config,
+        )
     encoder = architecture.build_encoder(
         shape,
         config["latent_dim"],
@@ -223,3 +276,20 @@ def build_networks(arch, image_shape, latent_dim, **options):
         **{name: config[name] for name in architecture.decoder_options},
     )
     return encoder, decoder, config
+
+
+def build_hierarchy_networks(config):
+    """The networks of a hierarchical architecture from its resolved `config`.
+
+    Example:
+    >>> config = resolve_architecture("hvae", (32, 32, 3), 4)
+    >>> networks = build_hierarchy_networks(config)  # for HierarchicalVAE(networks)
+    """
+    architecture = get_architecture(config["arch"])
+    return architecture.build_hierarchy(
+        tuple(config["image_shape"]),
+        latent_channels=config["latent_dim"],
+        num_scales=config["num_scales"],
+        width=config["width"],
+        use_batch_norm=config["use_batch_norm"],
+    )

@@ -1,0 +1,105 @@
+"""The hierarchical VAE: latent groups, the eps coordinates, the objective, training."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import blob_images, to_numpy
+
+import keras_resvae
+from keras_resvae import HierarchicalVAE, losses
+from keras_resvae.architectures.hierarchical import latent_sizes
+
+
+def tiny_hvae(**kwargs):
+    options = {**dict(width=0.125, latent_dim=2, num_scales=2, seed=1), **kwargs}
+    return keras_resvae.build_vae("hvae", (16, 16, 1), **options)
+
+
+def trained(vae, epochs=2):
+    vae.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = vae.fit(blob_images(64), epochs=epochs, batch_size=16, verbose=0)
+    return vae, history.history
+
+
+def test_one_group_per_halving_of_the_side():
+    assert latent_sizes((32, 32, 3), 3) == [(4, 4), (8, 8), (16, 16)]
+    assert latent_sizes((28, 28, 1), 3) == [(4, 4), (7, 7), (14, 14)]
+    with pytest.raises(ValueError, match="below 2x2: use fewer scales"):
+        latent_sizes((16, 16, 1), 4)
+    vae = tiny_hvae()
+    assert isinstance(vae, HierarchicalVAE)
+    assert vae.group_shapes == [(4, 4, 2), (8, 8, 2)]
+    assert vae.latent_dim == 4 * 4 * 2 + 8 * 8 * 2
+    z_mean, z_log_var = vae.encode(blob_images(3))
+    assert tuple(z_mean.shape) == tuple(z_log_var.shape) == (3, vae.latent_dim)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(skip=True), "`skip` does not apply to 'hvae'"),
+        (dict(num_scales=5), "use fewer scales"),
+        (dict(num_scales=0), "`num_scales` must be at least 1"),
+        (dict(stem="cifar"), "`stem` applies only to"),
+    ],
+)
+def test_bad_options_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_hvae(**kwargs)
+    with pytest.raises(ValueError, match="`num_scales` applies only to"):
+        keras_resvae.build_vae("resnet18", (16, 16, 1), 2, num_scales=2)
+
+
+def test_decoding_the_encoded_means_retraces_the_posterior_mean_path():
+    vae, _ = trained(tiny_hvae())
+    images = blob_images(5, seed=3)
+    z_mean, _ = vae.encode(images)
+    # eps = (q_mean - p_mean) / p_std: decoding it sets every group back to its
+    # posterior mean, so it gives exactly the deterministic reconstruction.
+    np.testing.assert_allclose(to_numpy(vae.decode(z_mean)), to_numpy(vae(images)), atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(vae.reconstruct(images)), vae.predict(images, verbose=0), atol=1e-5
+    )
+
+
+def test_the_kl_is_the_same_in_eps_coordinates():
+    vae, _ = trained(tiny_hvae())
+    images = blob_images(6, seed=4)
+    _, group_kls = vae._top_down(keras.ops.convert_to_tensor(images), False, sample=False)
+    total = sum(to_numpy(kl) for kl in group_kls)
+    assert total.min() > 0.1  # the posteriors have moved away from the priors
+    # KL(q(z_l | x, z_<l) || p(z_l | z_<l)) is invariant to z -> (z - p_mean) / p_std.
+    np.testing.assert_allclose(
+        to_numpy(losses.kl_divergence(*vae.encode(images))), total, rtol=1e-3
+    )
+
+
+def test_training_lowers_the_loss_and_reports_each_group_s_kl():
+    vae, history = trained(tiny_hvae(), epochs=4)
+    assert history["loss"][-1] < history["loss"][0]
+    groups = [history["kl_group1"], history["kl_group2"]]
+    # The per-group KLs add up to the KL term, epoch by epoch.
+    np.testing.assert_allclose(np.sum(groups, axis=0), history["kl_loss"], rtol=1e-4)
+    results = vae.evaluate(blob_images(32, seed=5), verbose=0, return_dict=True)
+    assert results["kl_loss"] == pytest.approx(
+        results["kl_group1"] + results["kl_group2"], rel=1e-4
+    )
+
+
+def test_samples_are_seeded_and_in_range():
+    vae = tiny_hvae(output_activation="tanh")
+    first, again = (to_numpy(vae.sample(4, seed=7)) for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == (4, 16, 16, 1) and first.min() >= -1 and first.max() <= 1
+    assert not np.allclose(first, to_numpy(vae.sample(4, seed=8)))
+
+
+def test_a_tanh_model_s_decoder_starts_as_the_sigmoid_model_s():
+    keras.utils.set_random_seed(0)
+    sigmoid = tiny_hvae()
+    keras.utils.set_random_seed(0)
+    tanh = tiny_hvae(output_activation="tanh")
+    eps = np.random.default_rng(0).normal(size=(3, sigmoid.latent_dim)).astype("float32")
+    np.testing.assert_allclose(
+        to_numpy(tanh.decode(eps)), to_numpy(sigmoid.decode(eps)) * 2 - 1, atol=1e-5
+    )
