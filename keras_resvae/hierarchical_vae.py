@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 from keras_resvae import losses
+from keras_resvae.inference import inference
 from keras_resvae.sampling import clip_log_var
 from keras_resvae.vae import VAE
 
@@ -142,6 +143,8 @@ class HierarchicalVAE(VAE):
     Vahdat & Kautz (2020), "NVAE"; Child (2021), "Very Deep VAEs".
     """
 
+    hierarchical = True
+
     def __init__(self, networks, **kwargs):
         missing = [name for name in NETWORKS if name not in networks]
         if missing:
@@ -171,7 +174,26 @@ class HierarchicalVAE(VAE):
     def _output_layer(self):
         return self.decoder.head.layers[-1]
 
-    def _top_down(self, images, training, sample):
+    @inference
+    def sample_posterior(self, images, seed=None):
+        """One sample of the hierarchical posterior: its logits and every group's KL.
+
+        Each group is drawn given the sampled groups above it, as in training.
+
+        Args:
+            images: a batch in the model's pixel range.
+            seed: int or None. The same seed gives the same sample.
+
+        Returns:
+            `(logits, group_kls)`: the decoder's logits for the sample, and one
+            `(batch,)` KL in nats per image for each group, smallest first.
+
+        Example:
+        >>> logits, group_kls = vae.sample_posterior(x_test[:64], seed=0)
+        """
+        return self._top_down(self.check_images(images), False, sample=True, seed=seed)
+
+    def _top_down(self, images, training, sample, seed=None):
         """Logits and every group's KL (nats per image) along the posterior path.
 
         `sample=True` draws each group given the sampled groups above it (the
@@ -179,11 +201,12 @@ class HierarchicalVAE(VAE):
         """
         noise = None
         if sample:
+            generator = self.sampling.seed_generator
+            if seed is not None:
+                generator = keras.random.SeedGenerator(seed)
 
             def noise(shape):
-                return keras.random.normal(
-                    shape, dtype="float32", seed=self.sampling.seed_generator
-                )
+                return keras.random.normal(shape, dtype="float32", seed=generator)
 
         h, groups = self.encoder.walk(images, training, noise)
         group_kls = [losses.group_kl(*moments) for moments in groups]

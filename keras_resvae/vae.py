@@ -83,6 +83,9 @@ class VAE(keras.Model):
     Reference: Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
     """
 
+    # A flat VAE: one latent vector, q(z|x) from the encoder alone.
+    hierarchical = False
+
     def __init__(
         self,
         encoder,

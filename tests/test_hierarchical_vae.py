@@ -1,5 +1,7 @@
 """The hierarchical VAE: latent groups, the eps coordinates, the objective, training."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ from conftest import blob_images, to_numpy
 import keras_resvae
 from keras_resvae import HierarchicalVAE, losses
 from keras_resvae.architectures.hierarchical import latent_sizes
+from keras_resvae.metrics import evaluate_vae
+from keras_resvae.metrics.likelihood import negative_elbo, posterior_mean_log_sigma
 
 
 def tiny_hvae(**kwargs):
@@ -103,3 +107,23 @@ def test_a_tanh_model_s_decoder_starts_as_the_sigmoid_model_s():
     np.testing.assert_allclose(
         to_numpy(tanh.decode(eps)), to_numpy(sigmoid.decode(eps)) * 2 - 1, atol=1e-5
     )
+
+
+def test_the_negative_elbo_metric_scores_the_model_s_own_posterior():
+    vae, _ = trained(tiny_hvae())
+    images = blob_images(8, seed=6)
+    first = negative_elbo(vae, images, seed=3)
+    np.testing.assert_array_equal(first, negative_elbo(vae, images, seed=3))
+    # One sample of the hierarchical posterior: -log p(x|z) with the batch's
+    # sigma at the posterior mean, plus the sum of the groups' KLs.
+    logits, group_kls = vae.sample_posterior(images, seed=3)
+    log_sigma = posterior_mean_log_sigma(vae, images, vae.decoder(vae.encode(images)[0]))
+    reconstruction = losses.gaussian_nll(images, logits, "sigmoid", math.exp(log_sigma))
+    expected = to_numpy(reconstruction) + sum(to_numpy(kl) for kl in group_kls)
+    np.testing.assert_allclose(first, expected, rtol=1e-5)
+    metrics = evaluate_vae(vae, images, iwae_samples=4, verbose=0)
+    assert metrics["negative_elbo"] == pytest.approx(
+        float(np.mean(negative_elbo(vae, images))), rel=1e-5
+    )
+    assert all(math.isfinite(metrics[key]) for key in ("mse", "iwae_nll", "blur", "kl"))
+    assert metrics["latent_dim"] == vae.latent_dim

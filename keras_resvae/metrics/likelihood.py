@@ -98,6 +98,10 @@ def _log_sigma(vae, images, z_mean, log_sigma):
 def negative_elbo(vae, images, seed=0, posterior=None, log_sigma=None):
     """-ELBO per image with one posterior sample: -log p(x|z) + KL(q(z|x) || p(z)), nats.
 
+    For a `HierarchicalVAE` the sample is of its own posterior, each latent
+    group drawn given the sampled groups above it, and the KL is the sum of the
+    groups' KLs: the bound it trains on.
+
     Args:
         vae: a `keras_resvae.VAE`.
         images: `(batch, H, W, C)` in the model's pixel range.
@@ -115,10 +119,16 @@ def negative_elbo(vae, images, seed=0, posterior=None, log_sigma=None):
     """
     images = vae.check_images(images)
     z_mean, z_log_var = _posterior(vae, images, posterior)
-    z = z_mean + ops.exp(0.5 * z_log_var) * random.normal(ops.shape(z_mean), seed=seed)
     log_sigma = _log_sigma(vae, images, z_mean, log_sigma)
-    reconstruction = _decoder_nll(vae, images, vae.decoder(z, training=False), log_sigma)
-    return ops.convert_to_numpy(reconstruction + losses.kl_divergence(z_mean, z_log_var))
+    if vae.hierarchical:
+        logits, group_kls = vae.sample_posterior(images, seed)
+        kl = sum(group_kls[1:], group_kls[0])
+    else:
+        z = z_mean + ops.exp(0.5 * z_log_var) * random.normal(ops.shape(z_mean), seed=seed)
+        logits = vae.decoder(z, training=False)
+        kl = losses.kl_divergence(z_mean, z_log_var)
+    reconstruction = _decoder_nll(vae, images, logits, log_sigma)
+    return ops.convert_to_numpy(reconstruction + kl)
 
 
 def iwae_chunk_size(vae, batch_size, memory_budget=IWAE_MEMORY_BUDGET):
