@@ -35,6 +35,8 @@ class _TopDown(keras.Model):
         self.priors = list(networks["priors"])
         self.merges = list(networks["merges"])
         self.group_shapes = [tuple(prior.outputs[0].shape[1:]) for prior in self.priors]
+        # Its networks are built functional models: so is the path.
+        self.built = True
 
     def _prior(self, index, h, training):
         p_mean, p_log_var, feature = self.priors[index](h, training=training)
@@ -66,7 +68,7 @@ class PosteriorMeanPath(_TopDown):
 
         Returns:
             `(h, groups)`: the top-down state after the last group, and per group
-            `(q_mean, q_log_var, p_mean, p_log_var)`, float32.
+            `(z, q_mean, q_log_var, p_mean, p_log_var)`, float32.
         """
         features = self.bottom_up(images, training=training)
         h = self.start(images)
@@ -80,7 +82,7 @@ class PosteriorMeanPath(_TopDown):
             z = q_mean
             if noise is not None:
                 z = q_mean + ops.exp(0.5 * q_log_var) * noise(ops.shape(q_mean))
-            groups.append((q_mean, q_log_var, p_mean, p_log_var))
+            groups.append((z, q_mean, q_log_var, p_mean, p_log_var))
             h = self.merges[index]([h, feature, z], training=training)
         return h, groups
 
@@ -88,9 +90,9 @@ class PosteriorMeanPath(_TopDown):
         _, groups = self.walk(images, training)
         means = [
             _flat((q_mean - p_mean) * ops.exp(-0.5 * p_log_var))
-            for q_mean, _, p_mean, p_log_var in groups
+            for _, q_mean, _, p_mean, p_log_var in groups
         ]
-        log_vars = [_flat(q_log_var - p_log_var) for _, q_log_var, _, p_log_var in groups]
+        log_vars = [_flat(q_log_var - p_log_var) for _, _, q_log_var, _, p_log_var in groups]
         return ops.concatenate(means, axis=-1), ops.concatenate(log_vars, axis=-1)
 
 
@@ -176,25 +178,33 @@ class HierarchicalVAE(VAE):
 
     @inference
     def sample_posterior(self, images, seed=None):
-        """One sample of the hierarchical posterior: its logits and every group's KL.
+        """One sample of the hierarchical posterior: its logits, each group's KL, its log weight.
 
         Each group is drawn given the sampled groups above it, as in training.
 
         Args:
             images: a batch in the model's pixel range.
-            seed: int or None. The same seed gives the same sample.
+            seed: int, a `keras.random.SeedGenerator` (successive calls then
+                give successive samples), or None. The same seed gives the
+                same sample.
 
         Returns:
-            `(logits, group_kls)`: the decoder's logits for the sample, and one
-            `(batch,)` KL in nats per image for each group, smallest first.
+            `(logits, group_kls, log_ratio)`: the decoder's logits for the
+            sample; one `(batch,)` KL in nats per image for each group,
+            smallest first; and `(batch,)` log p(z) - log q(z | x) of the
+            sample, summed over the groups (its importance weight, with
+            log p(x | z), in `importance_weighted_nll`).
 
         Example:
-        >>> logits, group_kls = vae.sample_posterior(x_test[:64], seed=0)
+        >>> logits, group_kls, log_ratio = vae.sample_posterior(x_test[:64], seed=0)
         """
-        return self._top_down(self.check_images(images), False, sample=True, seed=seed)
+        images = self.check_images(images)
+        logits, group_kls, groups = self._top_down(images, False, sample=True, seed=seed)
+        log_ratios = [losses.group_log_ratio(*moments) for moments in groups]
+        return logits, group_kls, sum(log_ratios[1:], log_ratios[0])
 
     def _top_down(self, images, training, sample, seed=None):
-        """Logits and every group's KL (nats per image) along the posterior path.
+        """Logits, every group's KL (nats per image) and moments along the posterior path.
 
         `sample=True` draws each group given the sampled groups above it (the
         training objective); False takes the posterior means (deterministic).
@@ -202,25 +212,27 @@ class HierarchicalVAE(VAE):
         noise = None
         if sample:
             generator = self.sampling.seed_generator
-            if seed is not None:
+            if isinstance(seed, keras.random.SeedGenerator):
+                generator = seed
+            elif seed is not None:
                 generator = keras.random.SeedGenerator(seed)
 
             def noise(shape):
                 return keras.random.normal(shape, dtype="float32", seed=generator)
 
         h, groups = self.encoder.walk(images, training, noise)
-        group_kls = [losses.group_kl(*moments) for moments in groups]
-        return self.decoder.head(h, training=training), group_kls
+        group_kls = [losses.group_kl(*moments[1:]) for moments in groups]
+        return self.decoder.head(h, training=training), group_kls, groups
 
     def _sampled_logits_and_kl(self, images, training):
-        logits, group_kls = self._top_down(images, training, sample=True)
+        logits, group_kls, _ = self._top_down(images, training, sample=True)
         parts = {tracker.name: kl for tracker, kl in zip(self.group_kl_trackers, group_kls)}
         return logits, sum(group_kls[1:], group_kls[0]), parts
 
     def call(self, images, training=False):
         # Training: the hierarchical posterior, sampled; otherwise its means, deterministic.
         images = self.check_images(images)
-        logits, _ = self._top_down(images, training, sample=training)
+        logits, _, _ = self._top_down(images, training, sample=training)
         return losses.activate(logits, self.output_activation)
 
     def get_config(self):

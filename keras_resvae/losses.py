@@ -153,6 +153,34 @@ def gaussian_kl(q_mean, q_log_var, p_mean, p_log_var):
     )
 
 
+def gaussian_log_density(values, mean, log_var):
+    """log N(values; mean, exp(log_var)) per element, in nats.
+
+        log N = -1/2 * (log(2 pi) + log_var + (values - mean)^2 / exp(log_var))
+
+    Example:
+    >>> gaussian_log_density(keras.ops.zeros(3), keras.ops.zeros(3), keras.ops.zeros(3))  # -0.919
+    """
+    values, mean, log_var = (ops.cast(v, "float32") for v in (values, mean, log_var))
+    return -0.5 * (
+        math.log(2.0 * math.pi) + log_var + ops.square(values - mean) * ops.exp(-log_var)
+    )
+
+
+def group_log_ratio(z, q_mean, q_log_var, p_mean, p_log_var):
+    """log p(z_l | z_<l) - log q(z_l | x, z_<l) of one group's sample: `(batch,)` nats.
+
+    The group's share of an importance weight; its mean over samples of q is
+    minus the group's KL.
+
+    Example:
+    >>> group_log_ratio(z, q_mean, q_log_var, p_mean, p_log_var)  # (batch,)
+    """
+    return _sum_per_example(
+        gaussian_log_density(z, p_mean, p_log_var) - gaussian_log_density(z, q_mean, q_log_var)
+    )
+
+
 def group_kl(q_mean, q_log_var, p_mean, p_log_var):
     """KL(q(z_l | x, z_<l) || p(z_l | z_<l)) of one latent group: `(batch,)` nats per image.
 

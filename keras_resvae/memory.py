@@ -22,6 +22,10 @@ def activation_bytes_per_image(network):
     """
     total = 0
     for layer in getattr(network, "layers", []):
+        if isinstance(layer, keras.Model) and layer.layers:
+            # A network inside the network (a hierarchical VAE's cells, a backbone).
+            total += activation_bytes_per_image(layer)
+            continue
         try:
             outputs = keras.tree.flatten(layer.output)
         except (AttributeError, ValueError):

@@ -11,7 +11,11 @@ import keras_resvae
 from keras_resvae import HierarchicalVAE, losses
 from keras_resvae.architectures.hierarchical import latent_sizes
 from keras_resvae.metrics import evaluate_vae
-from keras_resvae.metrics.likelihood import negative_elbo, posterior_mean_log_sigma
+from keras_resvae.metrics.likelihood import (
+    importance_weighted_nll,
+    negative_elbo,
+    posterior_mean_log_sigma,
+)
 
 
 def tiny_hvae(**kwargs):
@@ -69,7 +73,7 @@ def test_decoding_the_encoded_means_retraces_the_posterior_mean_path():
 def test_the_kl_is_the_same_in_eps_coordinates():
     vae, _ = trained(tiny_hvae())
     images = blob_images(6, seed=4)
-    _, group_kls = vae._top_down(keras.ops.convert_to_tensor(images), False, sample=False)
+    _, group_kls, _ = vae._top_down(keras.ops.convert_to_tensor(images), False, sample=False)
     total = sum(to_numpy(kl) for kl in group_kls)
     assert total.min() > 0.1  # the posteriors have moved away from the priors
     # KL(q(z_l | x, z_<l) || p(z_l | z_<l)) is invariant to z -> (z - p_mean) / p_std.
@@ -116,7 +120,7 @@ def test_the_negative_elbo_metric_scores_the_model_s_own_posterior():
     np.testing.assert_array_equal(first, negative_elbo(vae, images, seed=3))
     # One sample of the hierarchical posterior: -log p(x|z) with the batch's
     # sigma at the posterior mean, plus the sum of the groups' KLs.
-    logits, group_kls = vae.sample_posterior(images, seed=3)
+    logits, group_kls, _ = vae.sample_posterior(images, seed=3)
     log_sigma = posterior_mean_log_sigma(vae, images, vae.decoder(vae.encode(images)[0]))
     reconstruction = losses.gaussian_nll(images, logits, "sigmoid", math.exp(log_sigma))
     expected = to_numpy(reconstruction) + sum(to_numpy(kl) for kl in group_kls)
@@ -127,3 +131,23 @@ def test_the_negative_elbo_metric_scores_the_model_s_own_posterior():
     )
     assert all(math.isfinite(metrics[key]) for key in ("mse", "iwae_nll", "blur", "kl"))
     assert metrics["latent_dim"] == vae.latent_dim
+
+
+def test_iwae_uses_the_hierarchical_posterior_and_tightens_the_bound():
+    vae, _ = trained(tiny_hvae(), epochs=3)
+    images = blob_images(8, seed=7)
+    # K = 1 is one sample of the posterior: the negative ELBO of that sample.
+    one = importance_weighted_nll(vae, images, num_samples=1, seed=5)
+    logits, group_kls, log_ratio = vae.sample_posterior(images, keras.random.SeedGenerator(5))
+    log_sigma = posterior_mean_log_sigma(vae, images, vae.decoder(vae.encode(images)[0]))
+    nll = to_numpy(losses.gaussian_nll(images, logits, "sigmoid", math.exp(log_sigma)))
+    np.testing.assert_allclose(one, nll - to_numpy(log_ratio), rtol=1e-5)
+    # The log weight's mean over samples is minus the KL: close on many draws.
+    ratios = [to_numpy(vae.sample_posterior(images, seed=s)[2]) for s in range(64)]
+    kl = sum(to_numpy(k) for k in vae.sample_posterior(images, seed=0)[1])
+    np.testing.assert_allclose(-np.mean(ratios, axis=0), kl, rtol=0.1, atol=0.5)
+    elbo = np.mean([negative_elbo(vae, images, seed=s) for s in range(8)], axis=0)
+    iwae = importance_weighted_nll(vae, images, num_samples=16, seed=5)
+    assert np.mean(iwae) <= np.mean(elbo) + 0.05
+    with pytest.raises(ValueError, match="`chunk_size` must be 1 or None"):
+        importance_weighted_nll(vae, images, num_samples=4, chunk_size=2)

@@ -84,7 +84,8 @@ def evaluate_vae(
         total = max_images
     activation = vae.output_activation
     batch_size = int(batch_size)
-    chunk_size = iwae_chunk_size(vae, batch_size) if iwae_samples else None
+    # A hierarchical VAE's samples are one top-down pass each (see importance_weighted_nll).
+    chunk_size = iwae_chunk_size(vae, batch_size) if iwae_samples and not vae.hierarchical else None
     sums = dict.fromkeys(("mse", "psnr", "ssim", "elbo", "iwae"), 0.0)
     spectra = {"original": 0.0, "reconstructed": 0.0}
     latent = RunningLatentStatistics()

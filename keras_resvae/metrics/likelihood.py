@@ -71,8 +71,7 @@ def posterior_mean_log_sigma(vae, images, mean_logits):
 
 def diagonal_gaussian_log_density(z, mean, log_var):
     """log N(z; mean, diag(exp(log_var))) summed over the last axis, in nats."""
-    z, mean, log_var = (ops.convert_to_tensor(value, "float32") for value in (z, mean, log_var))
-    return -0.5 * ops.sum(LOG_2PI + log_var + ops.square(z - mean) / ops.exp(log_var), axis=-1)
+    return ops.sum(losses.gaussian_log_density(z, mean, log_var), axis=-1)
 
 
 def log_mean_exp(log_weights, axis=0):
@@ -121,7 +120,7 @@ def negative_elbo(vae, images, seed=0, posterior=None, log_sigma=None):
     z_mean, z_log_var = _posterior(vae, images, posterior)
     log_sigma = _log_sigma(vae, images, z_mean, log_sigma)
     if vae.hierarchical:
-        logits, group_kls = vae.sample_posterior(images, seed)
+        logits, group_kls, _ = vae.sample_posterior(images, seed)
         kl = sum(group_kls[1:], group_kls[0])
     else:
         z = z_mean + ops.exp(0.5 * z_log_var) * random.normal(ops.shape(z_mean), seed=seed)
@@ -154,6 +153,8 @@ def importance_weighted_nll(
     and their weights combined as they come (a running log-sum-exp), so memory
     follows the chunk, not K; the noise is drawn sample by sample in the same
     order whatever the chunk, so every chunk size gives the same estimate.
+    A `HierarchicalVAE` proposes from its own posterior, the groups drawn in
+    sequence, one top-down pass per sample (`chunk_size` 1).
 
     Reference: Burda, Grosse, Salakhutdinov (2016), "Importance Weighted
     Autoencoders", ICLR.
@@ -178,6 +179,8 @@ def importance_weighted_nll(
     images = vae.check_images(images)
     z_mean, z_log_var = _posterior(vae, images, posterior)
     batch = int(ops.shape(z_mean)[0])
+    if vae.hierarchical:
+        return _hierarchical_iwae(vae, images, num_samples, seed, z_mean, log_sigma, chunk_size)
     if chunk_size is None:
         chunk_size = iwae_chunk_size(vae, batch)
     chunk_size = min(check_count(chunk_size, "chunk_size"), num_samples)
@@ -197,6 +200,28 @@ def importance_weighted_nll(
         log_qz = diagonal_gaussian_log_density(z, mean, log_var)
         log_weights = ops.convert_to_numpy(log_px_z + log_pz - log_qz)
         running.add(np.reshape(log_weights, (count, batch)))
+    return (-(running.result() - math.log(num_samples))).astype("float32")
+
+
+def _hierarchical_iwae(vae, images, num_samples, seed, z_mean, log_sigma, chunk_size):
+    """The IWAE estimate with a hierarchical VAE's own posterior as the proposal.
+
+    Its groups are drawn in sequence, each given the sampled ones above, so
+    each sample is one top-down pass over the batch (memory as one forward
+    pass); `chunk_size` can only be 1.
+    """
+    if chunk_size not in (None, 1):
+        raise ValueError(
+            "A hierarchical VAE draws each importance sample in its own top-down pass, so "
+            f"`chunk_size` must be 1 or None. Received: chunk_size={chunk_size!r}"
+        )
+    log_sigma = _log_sigma(vae, images, z_mean, log_sigma)
+    generator = random.SeedGenerator(seed)
+    running = _RunningLogSumExp()
+    for _ in range(num_samples):
+        logits, _, log_ratio = vae.sample_posterior(images, generator)
+        log_weights = -_decoder_nll(vae, images, logits, log_sigma) + log_ratio
+        running.add(ops.convert_to_numpy(log_weights)[None])
     return (-(running.result() - math.log(num_samples))).astype("float32")
 
 
