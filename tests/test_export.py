@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from conftest import blob_images, tiny_vae, to_numpy
 from keras_resvae.cli.main import main
 
+import keras_resvae
 from keras_resvae.export import ENDPOINTS, METADATA_FILE, endpoint_functions, export_vae
 from keras_resvae.export.exporter import _check_destination, _replace_folder
 
@@ -236,3 +237,24 @@ def test_a_new_export_replaces_the_old_one_whole(tmp_path):
     _replace_folder(str(new), str(old))
     assert sorted(os.listdir(old)) == ["new.pb", METADATA_FILE]
     assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+@pytest.mark.slow
+def test_a_hierarchical_vae_exports_like_the_others(tmp_path):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    vae = keras_resvae.build_vae("hvae", (16, 16, 1), 2, width=0.125, num_scales=2, seed=1)
+    vae.compile(optimizer=keras.optimizers.Adam(3e-3))
+    vae.fit(blob_images(32), epochs=1, batch_size=16, verbose=0)
+    metadata = export_vae(vae, tmp_path / "saved_model", "saved_model")
+    assert metadata["latent_dim"] == vae.latent_dim == 4 * 4 * 2 + 8 * 8 * 2
+    served = tf.saved_model.load(str(tmp_path / "saved_model"))
+    inputs = fresh_inputs(vae)
+    exported = {}
+    for key, value in inputs.items():
+        signature = served.signatures[key.split("/")[0]]
+        (input_name,) = signature.structured_input_signature[1]
+        for output, tensor in signature(**{input_name: tf.constant(value)}).items():
+            exported[f"{key}/{output}"] = tensor.numpy()
+    assert_close(exported, keras_outputs(vae, inputs))
