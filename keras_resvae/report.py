@@ -39,7 +39,7 @@ originals' power above a quarter of the Nyquist frequency (1 = as sharp as the o
 `keras_resvae.metrics.high_frequency_ratio`). -ELBO and IWAE NLL are in bits per dimension
 on the 8-bit scale (density on [0, 1] + 8; see `keras_resvae.metrics.likelihood`). Active
 units: latent dimensions whose posterior mean varies over the test set (variance > 0.01),
-out of {latent_dim}. s/epoch: median training time of the epochs after the first.
+out of the size of the latent code. s/epoch: median training time of the epochs after the first.
 With repeats, a cell is the mean over the seeds, ± their standard deviation where shown.
 """
 STALL_NOTE = """\
@@ -94,7 +94,9 @@ def results_markdown(rows, command=""):
         for key, _, fmt in columns:
             value = row.get(key)
             if key == "active_units" and value is not None:
-                value = f"{value:.3g}/{row['latent_dim']}"  # a mean over repeats: 10.7/16
+                # A count, or a mean over repeats (10.7/16); a hierarchical VAE's are thousands.
+                count = f"{int(value):,}" if float(value).is_integer() else f"{value:.3g}"
+                value = f"{count}/{int(row['latent_dim']):,}"
             if key == "stalled":
                 value = _stalled_cell(row)
             cell = "" if value is None else fmt.format(value)
@@ -105,8 +107,7 @@ def results_markdown(rows, command=""):
     text = "# VAE comparison\n\n"
     if command:
         text += f"```bash\n{command}\n```\n\n"
-    latent_dim = rows[0].get("latent_dim", "?") if rows else "?"
-    notes = NOTES.format(latent_dim=latent_dim) + (STALL_NOTE if any_stalled else "")
+    notes = NOTES + (STALL_NOTE if any_stalled else "")
     return text + "\n".join(lines) + "\n\n" + notes
 
 
