@@ -295,6 +295,28 @@ def main():
     show_default=True,
     help="Steps of linear KL warm-up.",
 )
+@click.option(
+    "--free-bits",
+    type=FiniteFloatRange(min=0),
+    default=FIT_DEFAULTS["free_bits"],
+    show_default=True,
+    help="Nats per latent dimension the objective charges each latent group at least "
+    "(each unit; each resolution of hvae), against collapse onto the prior. 0: off.",
+)
+@click.option(
+    "--grad-clip",
+    type=FiniteFloatRange(min=0, min_open=True),
+    default=FIT_DEFAULTS["grad_clip"],
+    help="Clip the gradients' global norm to this (the optimizer's global_clipnorm). "
+    "[default: off]",
+)
+@click.option(
+    "--grad-skip",
+    type=FiniteFloatRange(min=0, min_open=True),
+    default=FIT_DEFAULTS["grad_skip"],
+    help="Skip every step whose gradient norm is above this, as VDVAE does; skipped steps "
+    "are counted in history.csv's skipped_steps. [default: off]",
+)
 @likelihood_option
 @click.option(
     "--precision",
@@ -487,22 +509,31 @@ def _output_option(default):
 @click.argument("run_or_model")
 @click.option("-n", "--num", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=SEED_RANGE, default=0, show_default=True)
+@click.option(
+    "--temperature",
+    type=FiniteFloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Scale on the prior's spread: below 1 gives more typical, less varied images; "
+    "0 decodes the prior's mean.",
+)
 @_output_option("samples.png")
 @backend_option
 @user_errors
-def sample(run_or_model, num, seed, out_path):
+def sample(run_or_model, num, seed, temperature, out_path):
     """Write a PNG grid of samples from the prior.
 
     \b
-    Example:
+    Examples:
       resvae sample runs/latest -n 64 --out samples.png
+      resvae sample runs/hvae --temperature 0.7
     """
     from keras_resvae.callbacks import samples_grid
     from keras_resvae.images import save_png
     from keras_resvae.runs import load_run
 
     model, _ = load_run(run_or_model)
-    save_png(out_path, samples_grid(model, n=num, seed=seed))
+    save_png(out_path, samples_grid(model, n=num, seed=seed, temperature=temperature))
     click.echo(f"Saved {num} samples to {out_path}")
 
 

@@ -31,6 +31,8 @@ def build_vae(
     kl_warmup_steps=0,
     sigma=0.1,
     seed=None,
+    free_bits=0.0,
+    grad_skip_threshold=None,
     name="vae",
 ):
     """Builds a VAE of a registered architecture.
@@ -56,7 +58,8 @@ def build_vae(
         num_scales: `hvae` only. Latent groups, one per halving of the image
             side (default 3: 4x4, 8x8, 16x16 for 32x32 images). For `hvae`,
             `latent_dim` is each group's number of channels.
-        likelihood, output_activation, beta, kl_warmup_steps, sigma, seed: see `VAE`.
+        likelihood, output_activation, beta, kl_warmup_steps, sigma, seed,
+            free_bits, grad_skip_threshold: see `VAE`.
         name: str. The model's name.
 
     Returns:
@@ -84,6 +87,8 @@ def build_vae(
         kl_warmup_steps=kl_warmup_steps,
         sigma=sigma,
         seed=seed,
+        free_bits=free_bits,
+        grad_skip_threshold=grad_skip_threshold,
         name=name,
     )
     if get_architecture(arch).hierarchical:

@@ -139,6 +139,13 @@ class DivergenceGuard(keras.callbacks.Callback):
     def _reason(self, logs):
         steps, skipped = getattr(self, "_steps", 0), float(logs.get("skipped_steps", 0.0))
         if steps and skipped >= steps and self._all_skipped_is_divergence():
+            threshold = getattr(self.model, "grad_skip_threshold", None)
+            if threshold is not None:
+                return (
+                    "every step of the epoch was skipped, as non-finite or with a gradient "
+                    f"norm above grad_skip_threshold={threshold:g} (raise it if the loss "
+                    "is finite)"
+                )
             return "every step of the epoch was non-finite"
         if "val_loss" in logs and not math.isfinite(float(logs["val_loss"])):
             return "the validation loss is not finite"
@@ -202,9 +209,10 @@ def reconstruction_grid(vae, images, columns=8):
     return image_grid(np.concatenate(rows), columns=columns)
 
 
-def samples_grid(vae, n=64, seed=0, columns=8):
-    """Decoded draws from the prior, uint8."""
-    return image_grid(to_unit_numpy(vae.sample(n, seed=seed), vae.output_activation), columns)
+def samples_grid(vae, n=64, seed=0, columns=8, temperature=1.0):
+    """Decoded draws from the prior (at `temperature`, see `VAE.sample`), uint8."""
+    samples = vae.sample(n, seed=seed, temperature=temperature)
+    return image_grid(to_unit_numpy(samples, vae.output_activation), columns)
 
 
 class ImageGrids(keras.callbacks.Callback):

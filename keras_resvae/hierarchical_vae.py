@@ -227,7 +227,12 @@ class HierarchicalVAE(VAE):
     def _sampled_logits_and_kl(self, images, training):
         logits, group_kls, _ = self._top_down(images, training, sample=True)
         parts = {tracker.name: kl for tracker, kl in zip(self.group_kl_trackers, group_kls)}
-        return logits, sum(group_kls[1:], group_kls[0]), parts
+        return logits, ops.stack(group_kls, axis=-1), parts
+
+    @property
+    def kl_group_sizes(self):
+        """Latent dimensions of each group that `free_bits` floors: one group per resolution."""
+        return [h * w * c for h, w, c in self.group_shapes]
 
     def call(self, images, training=False):
         # Training: the hierarchical posterior, sampled; otherwise its means, deterministic.

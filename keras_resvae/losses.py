@@ -372,6 +372,38 @@ def negative_elbo(reconstruction, kl, kl_weight=1.0):
     return reconstruction + kl_weight * kl
 
 
+def free_bits_kl(group_kls, group_sizes, free_bits, sample_weight=None):
+    """The KL term of the free-bits objective: sum_g max(E[KL_g], free_bits * d_g).
+
+    Each latent group g (a unit of a flat VAE, a resolution of a hierarchical
+    one) of d_g dimensions is charged at least `free_bits` nats per dimension,
+    on average over the batch, so the optimiser gains nothing by pushing a
+    group's KL below that floor and collapsing it onto the prior (Kingma et
+    al. 2016). Above the floor it is the usual KL. It only shapes training:
+    the reported `kl_loss` and the bounds stay the true KL.
+
+    Args:
+        group_kls: `(batch, groups)` KL of every group, nats per image.
+        group_sizes: the groups' numbers of latent dimensions.
+        free_bits: float >= 0, nats per latent dimension.
+        sample_weight: optional `(batch,)` weights; the batch mean is then
+            `weighted_mean`'s.
+
+    Returns:
+        A scalar, nats per image.
+
+    Example:
+    >>> free_bits_kl(keras.ops.zeros((8, 3)), [16, 64, 256], 0.01)  # 3.36
+    """
+    group_kls = ops.cast(group_kls, "float32")
+    if sample_weight is None:
+        means = ops.mean(group_kls, axis=0)
+    else:
+        means = ops.mean(ops.cast(sample_weight, "float32")[:, None] * group_kls, axis=0)
+    floors = ops.convert_to_tensor([float(free_bits) * size for size in group_sizes], "float32")
+    return ops.sum(ops.maximum(means, floors))
+
+
 def nats_to_bits_per_dim(nats_per_image, num_dims):
     """Converts nats per image to bits per dimension: nats / (D * ln 2)."""
     return nats_per_image / (num_dims * math.log(2.0))

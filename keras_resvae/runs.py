@@ -90,6 +90,12 @@ FIT_DEFAULTS = dict(
     lr=3e-4,
     beta=1.0,
     kl_warmup=0,
+    # Training stability (off by default: every architecture trains without them
+    # at the defaults; see README): free bits per latent dimension, the optimizer's
+    # global clipping norm, and the gradient norm above which a step is skipped.
+    free_bits=0.0,
+    grad_clip=None,
+    grad_skip=None,
     likelihood="gaussian_learned",
     precision="float32",
     jit_compile="auto",
@@ -145,9 +151,24 @@ def resolve_fit_config(**options):
         raise ValueError(f"`lr` must be positive. Received: {config['lr']!r}")
     if config["beta"] < 0:
         raise ValueError(f"`beta` must be at least 0. Received: {config['beta']!r}")
+    _check_stability_options(config)
     config["backend"] = keras.backend.backend()
     config["keras_version"] = keras.__version__
     return config
+
+
+def _check_stability_options(config):
+    free_bits = config["free_bits"]
+    if not isinstance(free_bits, (int, float)) or not 0 <= free_bits < math.inf:
+        raise ValueError(
+            f"`free_bits` must be a finite number >= 0 (0: off). Received: {free_bits!r}"
+        )
+    for name in ("grad_clip", "grad_skip"):
+        value = config[name]
+        if value is not None and (not isinstance(value, (int, float)) or not 0 < value < math.inf):
+            raise ValueError(
+                f"`{name}` must be None (off) or a gradient norm > 0. Received: {value!r}"
+            )
 
 
 def _arch_options(config):
@@ -166,11 +187,13 @@ def _build_model(config, image_shape):
             output_activation="tanh" if config["center"] else "sigmoid",
             beta=config["beta"],
             kl_warmup_steps=config["kl_warmup"],
+            free_bits=config.get("free_bits", 0.0),
+            grad_skip_threshold=config.get("grad_skip"),
             seed=config["seed"],
         )
         # Inside the scope: a mixed_float16 model gets a LossScaleOptimizer here.
         vae.compile(
-            optimizer=keras.optimizers.Adam(config["lr"]),
+            optimizer=keras.optimizers.Adam(config["lr"], global_clipnorm=config.get("grad_clip")),
             jit_compile=config.get("jit_compile", "auto"),
         )
     return vae

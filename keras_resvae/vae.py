@@ -33,7 +33,8 @@ class VAE(keras.Model):
     Metrics: `loss`, `reconstruction_loss` and `kl_loss` (nats per image, batch
     means), `mse` (per-pixel MSE on the [0, 1] scale, whatever the likelihood) and,
     in training, `skipped_steps`: updates skipped in the epoch because the loss or
-    a gradient was not finite (the weights are left untouched).
+    a gradient was not finite, or the gradient norm was above
+    `grad_skip_threshold` (the weights are left untouched).
 
     Calling the model reconstructs: through a posterior sample in training, through
     `z_mean` otherwise, so `predict` is deterministic.
@@ -73,6 +74,16 @@ class VAE(keras.Model):
         seed: int or None, seed of the sampling noise.
         architecture: optional JSON-serialisable dict describing how the networks
             were built (set by `build_vae`; informational).
+        free_bits: float >= 0, nats per latent dimension. The training
+            objective charges each latent group (each unit of a flat VAE) at
+            least this much KL on average over the batch, so no group gains by
+            collapsing onto the prior (`losses.free_bits_kl`). The metrics keep
+            the true KL. Default 0 (off).
+        grad_skip_threshold: float > 0 or None. A training step whose gradient
+            norm (of the unscaled loss, over every trainable weight) is above
+            it is skipped, weights and optimizer state untouched, and counted in
+            `skipped_steps` (as VDVAE does against rare huge updates). Default
+            None (off).
 
     Example:
     >>> vae = keras_resvae.build_vae("basic", (28, 28, 1), latent_dim=2)
@@ -97,6 +108,8 @@ class VAE(keras.Model):
         sigma=0.1,
         seed=None,
         architecture=None,
+        free_bits=0.0,
+        grad_skip_threshold=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -115,6 +128,24 @@ class VAE(keras.Model):
             )
         if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not sigma > 0:
             raise ValueError(f"`sigma` must be a number > 0. Received: sigma={sigma!r}")
+        if (
+            isinstance(free_bits, bool)
+            or not isinstance(free_bits, numbers.Real)
+            or not 0 <= free_bits < float("inf")
+        ):
+            raise ValueError(
+                "`free_bits` must be a finite number >= 0 (nats per latent dimension; 0 "
+                f"turns it off). Received: free_bits={free_bits!r}"
+            )
+        if grad_skip_threshold is not None and (
+            isinstance(grad_skip_threshold, bool)
+            or not isinstance(grad_skip_threshold, numbers.Real)
+            or not grad_skip_threshold > 0
+        ):
+            raise ValueError(
+                "`grad_skip_threshold` must be None (off) or a gradient norm > 0. "
+                f"Received: grad_skip_threshold={grad_skip_threshold!r}"
+            )
         self.image_shape, self.latent_dim = self._network_shapes(encoder, decoder)
 
         self.encoder = encoder
@@ -127,6 +158,10 @@ class VAE(keras.Model):
         self.sigma = float(sigma)
         self.seed = seed
         self.architecture = architecture
+        self.free_bits = float(free_bits)
+        self.grad_skip_threshold = (
+            None if grad_skip_threshold is None else float(grad_skip_threshold)
+        )
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
@@ -225,19 +260,26 @@ class VAE(keras.Model):
         return self.decode(z_mean)
 
     @inference
-    def sample(self, n, seed=None):
-        """Decodes `n` draws from the prior N(0, I).
+    def sample(self, n, seed=None, temperature=1.0):
+        """Decodes `n` draws from the prior N(0, I), its spread scaled by `temperature`.
 
         Args:
             n: int. Number of images.
             seed: int or None. The same seed gives the same images.
+            temperature: float >= 0. The prior's standard deviation is
+                multiplied by it: below 1 trades diversity for typical images
+                (a hierarchical VAE scales every group's noise, as NVAE and
+                VDVAE sample); 0 decodes the prior's mean. Default 1 (the
+                model's own prior).
 
         Example:
         >>> images = vae.sample(16, seed=0)  # (16, H, W, C)
+        >>> typical = vae.sample(16, seed=0, temperature=0.7)
         """
         n = inputs.check_count(n, "n")
+        temperature = check_temperature(temperature)
         z = keras.random.normal((n, self.latent_dim), seed=seed)
-        return self.decode(z)
+        return self.decode(z * temperature)
 
     @inference
     def interpolate(self, images_a, images_b, steps=8):
@@ -326,7 +368,8 @@ class VAE(keras.Model):
         images = self.check_images(images)
         if sample_weight is not None:
             sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        logits, kl, extra_kl = self._sampled_logits_and_kl(images, training)
+        logits, group_kls, extra_kl = self._sampled_logits_and_kl(images, training)
+        kl = ops.sum(group_kls, axis=-1)
         reconstruction = losses.reconstruction_nll(
             self.likelihood,
             images,
@@ -338,9 +381,15 @@ class VAE(keras.Model):
         kl_weight = self.beta
         if step is not None:
             kl_weight = kl_weight * losses.kl_warmup_weight(step, self.kl_warmup_steps)
-        loss = losses.weighted_mean(
-            losses.negative_elbo(reconstruction, kl, kl_weight), sample_weight
-        )
+        if self.free_bits > 0:
+            kl_term = losses.free_bits_kl(
+                group_kls, self.kl_group_sizes, self.free_bits, sample_weight
+            )
+            loss = losses.weighted_mean(reconstruction, sample_weight) + kl_weight * kl_term
+        else:
+            loss = losses.weighted_mean(
+                losses.negative_elbo(reconstruction, kl, kl_weight), sample_weight
+            )
         if self.losses:
             loss = loss + ops.cast(ops.sum(self.losses), "float32")
         terms = {
@@ -355,16 +404,23 @@ class VAE(keras.Model):
         return loss, terms
 
     def _sampled_logits_and_kl(self, images, training):
-        """One posterior sample's logits, its KL in nats per image, and any parts of that KL.
+        """One posterior sample's logits, the KL of every latent group, and any parts of that KL.
 
         Returns:
-            `(logits, kl, parts)`: `kl` is `(batch,)`; `parts` maps the names of
-            `extra_trackers` to `(batch,)` terms (empty for a flat VAE).
+            `(logits, group_kls, parts)`: `group_kls` is `(batch, groups)` nats
+            per image, one column per entry of `kl_group_sizes` (each unit of a
+            flat VAE); `parts` maps the names of `extra_trackers` to `(batch,)`
+            terms (empty for a flat VAE).
         """
         z_mean, z_log_var = self._encode_checked(images, training)
         z = self.sampling([z_mean, z_log_var])
         logits = self.decoder(z, training=training)
-        return logits, losses.kl_divergence(z_mean, z_log_var), {}
+        return logits, losses.kl_per_dimension(z_mean, z_log_var), {}
+
+    @property
+    def kl_group_sizes(self):
+        """Latent dimensions of each group that `free_bits` floors: every unit of a flat VAE."""
+        return [1] * self.latent_dim
 
     def train_step(self, *args):
         return self._steps.train_step(self, *args)
@@ -626,6 +682,8 @@ class VAE(keras.Model):
             "sigma": self.sigma,
             "seed": self.seed,
             "architecture": self.architecture,
+            "free_bits": self.free_bits,
+            "grad_skip_threshold": self.grad_skip_threshold,
         }
 
     def get_compile_config(self):
@@ -641,6 +699,20 @@ class VAE(keras.Model):
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
         return cls(**config)
+
+
+def check_temperature(temperature):
+    """Returns `temperature` as a float, or raises a clear error if it is not a number >= 0."""
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, numbers.Real)
+        or not 0 <= temperature < float("inf")
+    ):
+        raise ValueError(
+            "`temperature` must be a finite number >= 0 (1 samples the prior itself). "
+            f"Received: temperature={temperature!r}"
+        )
+    return float(temperature)
 
 
 def _weight_carrier(images, sample_weight):

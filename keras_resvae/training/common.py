@@ -41,6 +41,32 @@ def all_finite(values):
     return finite
 
 
+def gradient_norm(optimizer, grads):
+    """The global L2 norm of the gradients of the unscaled loss (a float32 scalar).
+
+    A loss-scale optimizer's gradients are those of the scaled loss: dividing
+    by its current scale gives the norm `grad_skip_threshold` is measured in.
+    """
+    squares = [ops.sum(ops.square(ops.cast(grad, "float32"))) for grad in grads]
+    norm = ops.sqrt(sum(squares[1:], squares[0]))
+    if uses_loss_scaling(optimizer):
+        norm = norm / ops.cast(optimizer.dynamic_scale, "float32")
+    return norm
+
+
+def small_enough(model, grads):
+    """None when the model skips no large steps, else True (a boolean tensor) when the
+    gradient norm is at most `model.grad_skip_threshold` (False for a non-finite norm)."""
+    threshold = getattr(model, "grad_skip_threshold", None)
+    if threshold is None:
+        return None
+    if uses_loss_scaling(model.optimizer) and not model.optimizer.built:
+        # Its scale is a variable made when it is built, which `apply` would do
+        # only later in the step (TensorFlow traces the step before any build).
+        model.optimizer.build(model.trainable_variables)
+    return ops.less_equal(gradient_norm(model.optimizer, grads), threshold)
+
+
 def update_metrics(model, images, loss, terms, skipped=None):
     """Updates the VAE's trackers with one batch; returns the logs dict."""
     batch_size = ops.shape(images)[0]

@@ -14,6 +14,7 @@ import keras
 from keras_resvae.training.common import (
     all_finite,
     is_finite,
+    small_enough,
     unpack_batch,
     update_metrics,
     uses_loss_scaling,
@@ -68,24 +69,32 @@ def train_step(model, state, data):
     new_trainable, new_optimizer_vars = model.optimizer.stateless_apply(
         optimizer_vars, grads, trainable
     )
+    grads_finite = is_finite(loss, grads)
     # Finite gradients can still give non-finite weights (an infinite learning rate).
-    finite = jnp.logical_and(is_finite(loss, grads), all_finite(new_trainable))
+    update = jnp.logical_and(grads_finite, all_finite(new_trainable))
+    with keras.StatelessScope(state_mapping=optimizer_mapping):
+        small = small_enough(model, grads)
+    if small is not None:
+        update = jnp.logical_and(update, small)
 
-    def keep_if_finite(new, old):
-        # A non-finite step leaves weights, optimizer and batch-norm state untouched.
-        return [jnp.where(finite, n, o) for n, o in zip(new, old)]
+    def keep_if(condition, new, old):
+        # A skipped step leaves weights, optimizer and batch-norm state untouched.
+        return [jnp.where(condition, n, o) for n, o in zip(new, old)]
+
+    # A loss-scale optimizer keeps its own state right on a non-finite step (it
+    # lowers the scale and skips the update); a step skipped for its size only
+    # must leave that state alone too.
+    optimizer_update = update
+    if uses_loss_scaling(model.optimizer):
+        optimizer_update = jnp.logical_or(update, jnp.logical_not(grads_finite))
 
     logs, metrics_vars = _metrics(
-        model, metrics_vars, images, loss, terms, skipped=jnp.logical_not(finite)
+        model, metrics_vars, images, loss, terms, skipped=jnp.logical_not(update)
     )
     state = (
-        keep_if_finite(new_trainable, trainable),
-        keep_if_finite(new_non_trainable, non_trainable),
-        # A loss-scale optimizer keeps its own state right on a non-finite step
-        # (it lowers the scale and skips the update).
-        new_optimizer_vars
-        if uses_loss_scaling(model.optimizer)
-        else keep_if_finite(new_optimizer_vars, optimizer_vars),
+        keep_if(update, new_trainable, trainable),
+        keep_if(update, new_non_trainable, non_trainable),
+        keep_if(optimizer_update, new_optimizer_vars, optimizer_vars),
         metrics_vars,
     )
     return logs, state

@@ -8,6 +8,7 @@ from keras import ops
 from keras_resvae.training.common import (
     all_finite,
     is_finite,
+    small_enough,
     unpack_batch,
     update_metrics,
     uses_loss_scaling,
@@ -29,41 +30,52 @@ def train_step(model, data):
     grads = tape.gradient(scaled_loss, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     finite = is_finite(loss, grads)
+    small = small_enough(model, grads)
+    update = finite if small is None else tf.logical_and(finite, small)
 
     if replicas > 1 and not uses_loss_scaling(model.optimizer):
         # tf.distribute forbids the optimizer's cross-replica sum inside a cond, so
-        # a non-finite step applies zero gradients instead of none (Adam's momentum
+        # a skipped step applies zero gradients instead of none (Adam's momentum
         # still moves the weights slightly) and keeps the old batch-norm state.
-        safe = [tf.where(finite, grad, tf.zeros_like(grad)) for grad in grads]
+        safe = [tf.where(update, grad, tf.zeros_like(grad)) for grad in grads]
         model.optimizer.apply(safe, variables)
         # Finite gradients can still give non-finite weights (an infinite learning rate).
-        finite = tf.logical_and(finite, all_finite([v.value for v in variables]))
+        update = tf.logical_and(update, all_finite([v.value for v in variables]))
         for variable, value in zip(variables, saved_weights):
-            variable.assign(tf.where(finite, variable.value, value))
+            variable.assign(tf.where(update, variable.value, value))
         for variable, value in zip(model.non_trainable_variables, saved_state):
-            variable.assign(tf.where(finite, variable.value, value))
-        return update_metrics(model, images, loss, terms, skipped=ops.logical_not(finite))
+            variable.assign(tf.where(update, variable.value, value))
+        return update_metrics(model, images, loss, terms, skipped=ops.logical_not(update))
 
     def apply_update():
         model.optimizer.apply(grads, variables)
 
     def lower_loss_scale():
-        if uses_loss_scaling(model.optimizer):
-            model.optimizer.apply(grads, variables)  # lowers the loss scale only
+        model.optimizer.apply(grads, variables)  # non-finite: lowers the loss scale only
 
-    ops.cond(finite, apply_update, lower_loss_scale)
+    def skip_update():
+        if not uses_loss_scaling(model.optimizer):
+            return
+        if small is None:
+            lower_loss_scale()
+        else:
+            # A finite step skipped for its size must not touch the loss scale.
+            ops.cond(finite, lambda: None, lower_loss_scale)
+
+    ops.cond(update, apply_update, skip_update)
     # Finite gradients can still give non-finite weights (an infinite learning rate).
-    finite = tf.logical_and(finite, all_finite([v.value for v in variables]))
+    update = tf.logical_and(update, all_finite([v.value for v in variables]))
 
     def restore_state():
         for variable, value in zip(variables, saved_weights):
             variable.assign(value)
-        # A non-finite batch may have pushed NaNs into the batch-norm statistics.
+        # A skipped batch leaves the batch-norm statistics as they were (a
+        # non-finite one may have pushed NaNs into them).
         for variable, value in zip(model.non_trainable_variables, saved_state):
             variable.assign(value)
 
-    ops.cond(finite, lambda: None, restore_state)
-    return update_metrics(model, images, loss, terms, skipped=ops.logical_not(finite))
+    ops.cond(update, lambda: None, restore_state)
+    return update_metrics(model, images, loss, terms, skipped=ops.logical_not(update))
 
 
 def test_step(model, data):

@@ -7,6 +7,7 @@ import torch
 from keras_resvae.training.common import (
     all_finite,
     is_finite,
+    small_enough,
     unpack_batch,
     update_metrics,
     uses_loss_scaling,
@@ -24,24 +25,27 @@ def train_step(model, data):
     )
     model.optimizer.scale_loss(loss).backward()
     grads = [torch.zeros_like(v.value) if v.value.grad is None else v.value.grad for v in variables]
-    finite = bool(is_finite(loss.detach(), grads))
     with torch.no_grad():
-        if finite:
+        finite = bool(is_finite(loss.detach(), grads))
+        small = small_enough(model, grads)
+        applied = finite and (small is None or bool(small))
+        if applied:
             before = [v.value.detach().clone() for v in variables]
             model.optimizer.apply(grads, variables)
             # Finite gradients can still give non-finite weights (an infinite learning rate).
-            finite = bool(all_finite([v.value for v in variables]))
-            if not finite:
+            applied = bool(all_finite([v.value for v in variables]))
+            if not applied:
                 for variable, value in zip(variables, before):
                     variable.assign(value)
-        elif uses_loss_scaling(model.optimizer):
+        elif not finite and uses_loss_scaling(model.optimizer):
             model.optimizer.apply(grads, variables)  # lowers the loss scale only
-        if not finite:
-            # A non-finite batch may have pushed NaNs into the batch-norm statistics.
+        if not applied:
+            # A skipped batch leaves the batch-norm statistics as they were (a
+            # non-finite one may have pushed NaNs into them).
             for variable, value in zip(model.non_trainable_variables, saved_state):
                 variable.assign(value)
     terms = {name: value.detach() for name, value in terms.items()}
-    return update_metrics(model, images, loss.detach(), terms, skipped=not finite)
+    return update_metrics(model, images, loss.detach(), terms, skipped=not applied)
 
 
 def test_step(model, data):
