@@ -299,4 +299,23 @@ def _row(name, config, vae, history, metrics):
     ):
         if key in metrics:
             row[key] = metrics[key]
+    row.update(_group_columns(history[-1], metrics))
     return row
+
+
+def _group_columns(last_epoch, metrics):
+    """A hierarchical VAE's per-group numbers as flat columns (repeats average them).
+
+    `kl_group<i>`: group i's KL in nats per image on the validation images at the
+    last epoch (the term the ELBO sums; the training value without validation);
+    `active_units_group<i>` out of `group<i>_size`, from the test-set evaluation.
+    """
+    columns = {}
+    for key, value in last_epoch.items():
+        if key.startswith("kl_group"):
+            columns[key] = last_epoch.get(f"val_{key}", value)
+    sizes = metrics.get("group_sizes", [])
+    for index, active in enumerate(metrics.get("active_units_per_group", []), 1):
+        columns[f"active_units_group{index}"] = active
+        columns[f"group{index}_size"] = sizes[index - 1]
+    return columns

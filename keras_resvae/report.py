@@ -27,6 +27,8 @@ TABLE = [
     ("bits_per_dim_8bit", "-ELBO (bits/dim)", "{:.3f}"),
     ("iwae_bits_per_dim_8bit", "IWAE NLL (bits/dim)", "{:.3f}"),
     ("active_units", "active units", "{}"),
+    ("kl_groups", "KL per group (nats)", "{}"),
+    ("active_units_groups", "active units per group", "{}"),
     ("fid_samples", "FID samples", "{:.1f}"),
     ("fid_reconstructions", "FID recon.", "{:.1f}"),
     ("stalled", "stalled runs", "{}"),
@@ -41,6 +43,10 @@ on the 8-bit scale (density on [0, 1] + 8; see `keras_resvae.metrics.likelihood`
 units: latent dimensions whose posterior mean varies over the test set (variance > 0.01),
 out of the size of the latent code. s/epoch: median training time of the epochs after the first.
 With repeats, a cell is the mean over the seeds, ± their standard deviation where shown.
+"""
+GROUP_NOTE = """\
+Per group (hierarchical VAEs, smallest resolution first): each latent group's KL term on the
+validation images at the last epoch, and its active units out of its size.
 """
 STALL_NOTE = """\
 Stalled runs: training stuck at the mean image (the reconstructions ignore the input;
@@ -82,6 +88,7 @@ def write_csv(path, rows):
 def results_markdown(rows, command=""):
     """The results table in Markdown, with the command and what each column means."""
     any_stalled = any(row.get("stalled") for row in rows)
+    rows = [{**row, **_group_cells(row)} for row in rows]
     columns = [
         (key, header, fmt)
         for key, header, fmt in TABLE
@@ -107,8 +114,27 @@ def results_markdown(rows, command=""):
     text = "# VAE comparison\n\n"
     if command:
         text += f"```bash\n{command}\n```\n\n"
-    notes = NOTES + (STALL_NOTE if any_stalled else "")
+    any_groups = any("kl_groups" in row or "active_units_groups" in row for row in rows)
+    notes = NOTES + (GROUP_NOTE if any_groups else "") + (STALL_NOTE if any_stalled else "")
     return text + "\n".join(lines) + "\n\n" + notes
+
+
+def _group_cells(row):
+    """A hierarchical VAE's per-group columns joined into one cell each, smallest group first."""
+    cells = {}
+    count = 0
+    while f"kl_group{count + 1}" in row or f"active_units_group{count + 1}" in row:
+        count += 1
+    if not count:
+        return cells
+    groups = range(1, count + 1)
+    if all(f"kl_group{i}" in row for i in groups):
+        cells["kl_groups"] = " / ".join(f"{row[f'kl_group{i}']:.1f}" for i in groups)
+    if all(f"active_units_group{i}" in row for i in groups):
+        cells["active_units_groups"] = " / ".join(
+            f"{row[f'active_units_group{i}']:.4g}/{int(row[f'group{i}_size']):,}" for i in groups
+        )
+    return cells
 
 
 def _stalled_cell(row):

@@ -137,6 +137,32 @@ def test_each_run_is_evaluated_once_with_the_comparison_s_settings(tmp_path, mon
     assert not (tmp_path / "other").exists()
 
 
+def test_a_hierarchical_vae_s_row_has_its_groups(tmp_path):
+    out = tmp_path / "report"
+    result = invoke("--out", out, "--variants", "hvae", *TINY)
+    assert result.exit_code == 0, result.output
+    with open(out / "results.csv") as file:
+        (row,) = list(csv.DictReader(file))
+    metrics = json.loads((out / "runs" / "hvae" / "evaluation.json").read_text())
+    groups = len(metrics["group_sizes"])
+    assert groups >= 2
+    with open(out / "runs" / "hvae" / "history.csv") as file:
+        last = list(csv.DictReader(file))[-1]
+    for index in range(1, groups + 1):
+        assert float(row[f"kl_group{index}"]) == pytest.approx(float(last[f"val_kl_group{index}"]))
+        assert (
+            int(row[f"active_units_group{index}"]) == metrics["active_units_per_group"][index - 1]
+        )
+        assert int(row[f"group{index}_size"]) == metrics["group_sizes"][index - 1]
+    table = (out / "results.md").read_text()
+    assert "| KL per group (nats) | active units per group |" in table
+    cells = " / ".join(
+        f"{active}/{size:,}"
+        for active, size in zip(metrics["active_units_per_group"], metrics["group_sizes"])
+    )
+    assert cells in table and "each latent group's KL term" in table
+
+
 def test_combine_repeats_means_what_varies_and_keeps_what_does_not():
     rows = [
         {"variant": "basic", "parameters": 10, "mse": 0.004, "ssim": 0.8, "skip": False},

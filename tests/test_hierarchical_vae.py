@@ -131,6 +131,12 @@ def test_the_negative_elbo_metric_scores_the_model_s_own_posterior():
     )
     assert all(math.isfinite(metrics[key]) for key in ("mse", "iwae_nll", "blur", "kl"))
     assert metrics["latent_dim"] == vae.latent_dim
+    # Per group, smallest first: the units and KLs of the whole code, split.
+    assert metrics["group_sizes"] == vae.kl_group_sizes == [4 * 4 * 2, 8 * 8 * 2]
+    assert sum(metrics["active_units_per_group"]) == metrics["active_units"]
+    assert sum(metrics["kl_per_group"]) == pytest.approx(metrics["kl"], rel=1e-6)
+    kl_per_dim = np.array(metrics["kl_per_dim"])
+    assert metrics["kl_per_group"][0] == pytest.approx(kl_per_dim[:32].sum(), rel=1e-6)
 
 
 def test_iwae_uses_the_hierarchical_posterior_and_tightens_the_bound():

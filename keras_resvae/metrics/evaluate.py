@@ -66,8 +66,10 @@ def evaluate_vae(
         ratio, 1 = as sharp as the originals), `negative_elbo` (nats/image),
         `bits_per_dim` ([0, 1] density), `bits_per_dim_8bit`, `iwae_nll` and
         `iwae_bits_per_dim_8bit` (when K > 0), `kl`, `active_units`,
-        `latent_dim`, `num_images`; `kl_per_dim` (a list); and, with
-        `features`, `fid_samples`, `fid_reconstructions`, `kid_samples`.
+        `latent_dim`, `num_images`; `kl_per_dim` (a list); for a hierarchical
+        VAE, `active_units_per_group`, `kl_per_group` and `group_sizes` (lists,
+        smallest resolution first); and, with `features`, `fid_samples`,
+        `fid_reconstructions`, `kid_samples`.
 
     Example:
     >>> metrics = evaluate_vae(vae, x_test[:1000], iwae_samples=64)
@@ -88,7 +90,7 @@ def evaluate_vae(
     chunk_size = iwae_chunk_size(vae, batch_size) if iwae_samples and not vae.hierarchical else None
     sums = dict.fromkeys(("mse", "psnr", "ssim", "elbo", "iwae"), 0.0)
     spectra = {"original": 0.0, "reconstructed": 0.0}
-    latent = RunningLatentStatistics()
+    running_latent = RunningLatentStatistics()
     kept = {"images": [], "reconstructions": []}  # only for FID, which needs the images
     progress = keras.utils.Progbar(
         total, verbose=1 if verbose == "auto" else int(verbose), unit_name="image"
@@ -107,7 +109,7 @@ def evaluate_vae(
         spectra["reconstructed"] = spectra["reconstructed"] + power_spectrum(
             reconstructions, activation
         )
-        latent.add(z_mean, z_log_var)
+        running_latent.add(z_mean, z_log_var)
         posterior = (z_mean, z_log_var)
         sums["elbo"] += _total(negative_elbo(vae, batch, seed + index, posterior, log_sigma))
         if iwae_samples:
@@ -126,7 +128,7 @@ def evaluate_vae(
     if total is None or count < total:  # a stream of unknown or shorter length
         progress.update(count, finalize=True)
     num_dims = math.prod(vae.image_shape)
-    latent = latent.result()
+    latent = running_latent.result()
     elbo = sums["elbo"] / count
     metrics = {
         "mse": sums["mse"] / count,
@@ -142,6 +144,8 @@ def evaluate_vae(
         "kl_per_dim": [float(value) for value in latent["kl_per_dim"]],
         "num_images": count,
     }
+    if vae.hierarchical:
+        metrics.update(_per_group(latent, running_latent.threshold, vae.kl_group_sizes))
     if iwae_samples:
         iwae = sums["iwae"] / count
         metrics["iwae_nll"] = iwae
@@ -151,6 +155,18 @@ def evaluate_vae(
         originals, reconstructions = (np.concatenate(kept[key]) for key in kept)
         metrics.update(_inception_metrics(vae, originals, reconstructions, features, seed))
     return metrics
+
+
+def _per_group(latent, threshold, group_sizes):
+    """Active units and KL (nats per image, along the posterior-mean path) of each latent group."""
+    bounds = np.cumsum([0, *group_sizes])
+    groups = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+    active = latent["activity"] > threshold
+    return {
+        "active_units_per_group": [int(active[group].sum()) for group in groups],
+        "kl_per_group": [float(latent["kl_per_dim"][group].sum()) for group in groups],
+        "group_sizes": [int(size) for size in group_sizes],
+    }
 
 
 def image_batches(images, batch_size, max_images=None):
