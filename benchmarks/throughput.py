@@ -8,6 +8,10 @@ is measured on its own (`--pipeline`).
 Examples:
     # ResNet-18 VAE without batch norm, every backend and native PyTorch, CPU:
     python benchmarks/throughput.py --backends tensorflow,jax,torch,native-torch
+    # The hierarchical VAE's cost per image against the ResNet-18 VAE's, at about
+    # the same parameter count (1.7 M and 1.6 M), PyTorch:
+    python benchmarks/throughput.py --backends torch --arch hvae,resnet18 \
+        --width 1.2,0.25 --latent-dim 16
     # Mixed precision on a GPU, two batch sizes, results as JSON:
     python benchmarks/throughput.py --precisions float32,mixed_bfloat16 \\
         --batch-sizes 128,512 --images 50000 --json benchmarks/gpu.json
@@ -20,7 +24,10 @@ CPU; device memory on GPU), and how many times the training step was compiled
 again after the warm-up epoch (0 = no recompilation; TensorFlow and JAX count
 traces of `train_step`, torch.compile counts the graphs Dynamo compiled; eager
 PyTorch compiles nothing). The label says how the step ran (graph, XLA, eager,
-torch.compile), with * on the default setting (jit_compile="auto").
+torch.compile), with * on the default setting (jit_compile="auto"). With several
+`--arch` names, each architecture's rows follow, then every architecture's cost
+per training image (s/image) and per image and million parameters, relative to
+the first.
 """
 
 import argparse
@@ -365,7 +372,12 @@ def _machine():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    parser.add_argument("--arch", default="resnet18", choices=["basic", "resnet18", "resnet50"])
+    parser.add_argument(
+        "--arch",
+        default="resnet18",
+        help="an architecture of the registry (basic, resnet18, resnet50, hvae), or "
+        "several, comma-separated, to compare their cost",
+    )
     parser.add_argument("--bn", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--shape", default="cifar10", choices=sorted(SHAPES))
     parser.add_argument("--backends", default="tensorflow,jax,torch,native-torch")
@@ -380,7 +392,9 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=2048, help="images per epoch")
     parser.add_argument("--epochs", type=int, default=4, help="1 warm-up + timed epochs")
     parser.add_argument("--latent-dim", type=int, default=128)
-    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument(
+        "--width", default="1.0", help="filter multiplier; one per --arch, comma-separated"
+    )
     parser.add_argument(
         "--cpu-devices",
         type=int,
@@ -394,14 +408,35 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.worker:
+        args.width = float(args.width)
         args.batch_size = int(args.batch_sizes)
         args.precision = args.precisions
         print("RESULT " + json.dumps(WORKERS[args.worker](args)))
         return 0
 
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    widths = [float(w) for w in str(args.width).split(",") if w.strip()]
+    if len(widths) == 1:
+        widths *= len(archs)
+    if len(widths) != len(archs):
+        parser.error(f"--width takes one value, or one per --arch ({len(archs)})")
+    rows = []
+    for arch, width in zip(archs, widths):
+        rows += _measure(argparse.Namespace(**{**vars(args), "arch": arch, "width": width}))
+    if len(archs) > 1:
+        _print_costs(rows, archs)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"machine": _machine(), "args": vars(args), "results": rows}, file, indent=2)
+    return 0
+
+
+def _measure(args):
+    """Every backend, batch size and precision for one architecture; prints and returns the rows."""
     rows = []
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     jit_settings = [j.strip() for j in args.jit_compile.split(",") if j.strip()]
+    print(f"\n{args.arch} (width {args.width:g}, latent dim {args.latent_dim})", flush=True)
     for precision in args.precisions.split(","):
         for batch_size in map(int, args.batch_sizes.split(",")):
             for backend, jit_compile in itertools.product(backends, jit_settings):
@@ -409,9 +444,12 @@ def main(argv=None):
                     jit_compile == "off" or (jit_compile == "on" and "auto" in jit_settings)
                 ):
                     continue  # an un-jitted JAX step is no real option; auto is on
+                if backend == NATIVE and args.arch != "resnet18":
+                    continue  # the native twin is the ResNet-18 VAE
                 kind = "native" if backend == NATIVE else "train"
                 result = _run_worker(kind, backend, args, batch_size, precision, jit_compile)
-                setting = {"backend": backend, "batch_size": batch_size, "precision": precision}
+                setting = {"arch": args.arch, "width": args.width, "backend": backend}
+                setting.update(batch_size=batch_size, precision=precision)
                 setting["jit_compile"] = jit_compile
                 rows.append({**setting, "kind": "train", **result})
                 _print_row(rows[-1])
@@ -421,14 +459,12 @@ def main(argv=None):
                     _print_row(rows[-1])
             if args.pipeline:
                 result = _run_worker("pipeline", "tensorflow", args, batch_size, precision)
-                setting = {"backend": "tf.data", "batch_size": batch_size, "precision": "-"}
+                setting = {"arch": args.arch, "width": args.width, "backend": "tf.data"}
+                setting.update(batch_size=batch_size, precision="-")
                 rows.append({**setting, "kind": "pipeline", **result})
                 _print_row(rows[-1])
     _print_ratios(rows)
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump({"machine": _machine(), "args": vars(args), "results": rows}, file, indent=2)
-    return 0
+    return rows
 
 
 def _label(row):
@@ -458,6 +494,35 @@ def _print_row(row):
             f"peak {row.get('peak_memory_mb', float('nan')):7,.0f} MB  "
             f"warm-up {row['warmup_seconds']:.1f} s" + extra,
             flush=True,
+        )
+
+
+def _print_costs(rows, archs):
+    """Each architecture's cost per training image, and per image and million parameters,
+    relative to the first architecture's, per backend, batch size and precision."""
+    trains = [r for r in rows if r["kind"] == "train" and "error" not in r]
+    print(f"\nCost per training image relative to {archs[0]}:")
+    for row in trains:
+        base = next(
+            (
+                r
+                for r in trains
+                if r["arch"] == archs[0]
+                and all(
+                    r.get(k) == row.get(k) for k in ("backend", "batch_size", "precision", "step")
+                )
+            ),
+            None,
+        )
+        if base is None:
+            continue
+        cost = base["images_per_second"] / row["images_per_second"]
+        params = row["trainable_parameters"] / base["trainable_parameters"]
+        print(
+            f"  {row['arch']:9s} width {row['width']:<5g} {_label(row):27s} "
+            f"batch {row['batch_size']:4d} {row['precision']:14s} "
+            f"{row['trainable_parameters']:>12,} params  {1e3 / row['images_per_second']:7.2f} "
+            f"ms/image  {cost:.2f}x the cost  {cost / params:.2f}x per parameter"
         )
 
 
