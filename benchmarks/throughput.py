@@ -9,9 +9,9 @@ Examples:
     # ResNet-18 VAE without batch norm, every backend and native PyTorch, CPU:
     python benchmarks/throughput.py --backends tensorflow,jax,torch,native-torch
     # The hierarchical VAE's cost per image against the ResNet-18 VAE's, at about
-    # the same parameter count (1.7 M and 1.6 M), PyTorch:
-    python benchmarks/throughput.py --backends torch --arch hvae,resnet18 \
-        --width 1.2,0.25 --latent-dim 16
+    # the same parameter count (1.6 M and 1.7 M), PyTorch:
+    python benchmarks/throughput.py --backends torch --arch resnet18,hvae \
+        --width 0.25,1.2 --latent-dim 16
     # Mixed precision on a GPU, two batch sizes, results as JSON:
     python benchmarks/throughput.py --precisions float32,mixed_bfloat16 \\
         --batch-sizes 128,512 --images 50000 --json benchmarks/gpu.json

@@ -102,8 +102,7 @@ def results_markdown(rows, command=""):
             value = row.get(key)
             if key == "active_units" and value is not None:
                 # A count, or a mean over repeats (10.7/16); a hierarchical VAE's are thousands.
-                count = f"{int(value):,}" if float(value).is_integer() else f"{value:.3g}"
-                value = f"{count}/{int(row['latent_dim']):,}"
+                value = f"{_count(value)}/{int(row['latent_dim']):,}"
             if key == "stalled":
                 value = _stalled_cell(row)
             cell = "" if value is None else fmt.format(value)
@@ -119,6 +118,11 @@ def results_markdown(rows, command=""):
     return text + "\n".join(lines) + "\n\n" + notes
 
 
+def _count(value):
+    """A count with thousands separators, or a mean over repeats to 3 digits (10.7)."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:.3g}"
+
+
 def _group_cells(row):
     """A hierarchical VAE's per-group columns joined into one cell each, smallest group first."""
     cells = {}
@@ -132,7 +136,8 @@ def _group_cells(row):
         cells["kl_groups"] = " / ".join(f"{row[f'kl_group{i}']:.1f}" for i in groups)
     if all(f"active_units_group{i}" in row for i in groups):
         cells["active_units_groups"] = " / ".join(
-            f"{row[f'active_units_group{i}']:.4g}/{int(row[f'group{i}_size']):,}" for i in groups
+            f"{_count(row[f'active_units_group{i}'])}/{int(row[f'group{i}_size']):,}"
+            for i in groups
         )
     return cells
 

@@ -157,7 +157,7 @@ def test_a_hierarchical_vae_s_row_has_its_groups(tmp_path):
     table = (out / "results.md").read_text()
     assert "| KL per group (nats) | active units per group |" in table
     cells = " / ".join(
-        f"{active}/{size:,}"
+        f"{active:,}/{size:,}"
         for active, size in zip(metrics["active_units_per_group"], metrics["group_sizes"])
     )
     assert cells in table and "each latent group's KL term" in table

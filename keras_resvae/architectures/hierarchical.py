@@ -147,14 +147,23 @@ def build_merge(size, channels, latent_channels, next_size, blocks, use_batch_no
 def build_head(image_shape, channels, blocks, use_batch_norm, name="head"):
     """The last state, at full resolution -> logits of the image (float32).
 
-    The VAE applies the output activation to these logits.
+    The VAE applies the output activation to these logits. The last
+    convolution starts at a tenth of Glorot's variance, so the first output is
+    the data mean (its bias, `VAE.initialize_output_bias`) give or take a
+    little: at full scale, a width-1 model's first Adam steps pushed the
+    logits into the flat part of the sigmoid, and it stalled at the mean image.
     """
     h = keras.Input((*image_shape[:2], channels), name="h")
     x = h
     for block in range(1, blocks + 1):
         x = apply_basic_block(x, channels, 1, use_batch_norm, name=f"{name}_block{block}")
     logits = keras.layers.Conv2D(
-        image_shape[-1], 3, padding="same", dtype="float32", name="logits"
+        image_shape[-1],
+        3,
+        padding="same",
+        kernel_initializer=keras.initializers.VarianceScaling(0.1, "fan_avg", "uniform"),
+        dtype="float32",
+        name="logits",
     )(x)
     return keras.Model(h, logits, name=name)
 
