@@ -361,7 +361,8 @@ class VAE(keras.Model):
 
         Returns:
             `(loss, terms)`: the scalar loss (batch mean of the weighted negative
-            ELBO, plus any layer regularisation losses) and a dict of scalar
+            ELBO, its KL term floored per group by `free_bits` when that is set,
+            plus any layer regularisation losses) and a dict of scalar
             `reconstruction_loss`, `kl_loss` and `mse`, and the parts of the KL
             a model tracks (`kl_group1`, ... for a `HierarchicalVAE`).
         """
