@@ -1,6 +1,7 @@
 """The VAE model: encoder + sampling + decoder, trained on the ELBO."""
 
 import contextlib
+import math
 import numbers
 
 import keras
@@ -128,15 +129,9 @@ class VAE(keras.Model):
             )
         if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not sigma > 0:
             raise ValueError(f"`sigma` must be a number > 0. Received: sigma={sigma!r}")
-        if (
-            isinstance(free_bits, bool)
-            or not isinstance(free_bits, numbers.Real)
-            or not 0 <= free_bits < float("inf")
-        ):
-            raise ValueError(
-                "`free_bits` must be a finite number >= 0 (nats per latent dimension; 0 "
-                f"turns it off). Received: free_bits={free_bits!r}"
-            )
+        free_bits = finite_non_negative(
+            free_bits, "free_bits", "nats per latent dimension; 0 turns it off"
+        )
         if grad_skip_threshold is not None and (
             isinstance(grad_skip_threshold, bool)
             or not isinstance(grad_skip_threshold, numbers.Real)
@@ -702,18 +697,22 @@ class VAE(keras.Model):
         return cls(**config)
 
 
+def finite_non_negative(value, name, meaning):
+    """Returns `value` as a float, or raises a clear error if it is not a finite number >= 0.
+
+    Example:
+    >>> finite_non_negative(0.7, "temperature", "1 samples the prior itself")  # 0.7
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0 ({meaning}). Received: {name}={value!r}"
+        )
+    return float(value)
+
+
 def check_temperature(temperature):
     """Returns `temperature` as a float, or raises a clear error if it is not a number >= 0."""
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, numbers.Real)
-        or not 0 <= temperature < float("inf")
-    ):
-        raise ValueError(
-            "`temperature` must be a finite number >= 0 (1 samples the prior itself). "
-            f"Received: temperature={temperature!r}"
-        )
-    return float(temperature)
+    return finite_non_negative(temperature, "temperature", "1 samples the prior itself")
 
 
 def _weight_carrier(images, sample_weight):
