@@ -127,3 +127,37 @@ def test_batch_must_split_over_the_devices():
     check_batch_size(64, 2)
     with pytest.raises(ValueError, match="multiple of 3"):
         check_batch_size(64, 3)
+
+
+SKIPPING = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    import keras
+    from conftest import blob_images, tiny_vae
+    from keras_resvae.distribute import data_parallel
+
+    with data_parallel(True, batch_size=16):
+        vae = tiny_vae(grad_skip_threshold=1e-6)
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        try:
+            history = vae.fit(blob_images(64), epochs=1, batch_size=16, verbose=0)
+            print("SKIPPED", history.history["skipped_steps"][-1])
+        except ValueError as error:
+            print("ERROR", " ".join(str(error).split()))
+    """
+)
+
+
+@pytest.mark.slow
+def test_skipping_large_steps_over_two_devices():
+    backend = keras.backend.backend()
+    if backend not in TWO_DEVICES:
+        pytest.skip("Keras has no built-in data parallelism on this backend")
+    output = run_with_two_devices(SKIPPING.format(tests=str(TESTS)), backend)
+    if backend == "jax":
+        # The sharded step sees the whole gradient: every step is skipped, on both devices.
+        assert parse(output, "SKIPPED") == "4.0"
+    else:
+        # Each replica sees only its share: refused rather than letting the replicas part.
+        assert "not supported with tf.distribute" in parse(output, "ERROR")

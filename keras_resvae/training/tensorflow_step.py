@@ -30,6 +30,14 @@ def train_step(model, data):
     grads = tape.gradient(scaled_loss, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     finite = is_finite(loss, grads)
+    if replicas > 1 and model.grad_skip_threshold is not None:
+        # Each replica sees only its share of the gradient, so replicas could disagree
+        # on skipping, and their weights would part.
+        raise ValueError(
+            "`grad_skip_threshold` is not supported with tf.distribute on several "
+            "replicas. Train without --grad-skip, or on the JAX backend, whose data "
+            "parallelism sees the whole gradient."
+        )
     small = small_enough(model, grads)
     update = finite if small is None else tf.logical_and(finite, small)
 
