@@ -17,6 +17,8 @@ work starts:
 NaN pixels are allowed through: the training step skips non-finite updates.
 """
 
+import math
+import numbers
 import re
 import warnings
 
@@ -234,3 +236,36 @@ def check_count(value, name, minimum=1):
     if value < minimum:
         raise ValueError(f"`{name}` must be at least {minimum}. Received: {name}={value!r}")
     return int(value)
+
+
+def _is_real(value):
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real)
+
+
+def check_non_negative(value, name, meaning):
+    """`value` as a float, if it is a finite number >= 0; else a ValueError saying what it means.
+
+    Example:
+    >>> check_non_negative(0.7, "temperature", "1 samples the prior itself")
+    0.7
+    """
+    if not _is_real(value) or not 0 <= value < math.inf:
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0 ({meaning}). Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_positive_or_none(value, name, meaning):
+    """None, or `value` as a float if it is a finite number > 0; else a ValueError.
+
+    Example:
+    >>> check_positive_or_none(None, "grad_skip", "a gradient norm")  # None: off
+    """
+    if value is None:
+        return None
+    if not _is_real(value) or not 0 < value < math.inf:
+        raise ValueError(
+            f"`{name}` must be None (off) or {meaning} > 0. Received: {name}={value!r}"
+        )
+    return float(value)

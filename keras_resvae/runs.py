@@ -25,7 +25,7 @@ import zipfile
 import keras
 import numpy as np
 
-from keras_resvae import losses
+from keras_resvae import inputs, losses
 from keras_resvae.architectures.registry import resolve_architecture
 from keras_resvae.atomic import atomic_path
 from keras_resvae.build import build_vae
@@ -50,7 +50,7 @@ from keras_resvae.metrics import evaluate_vae, image_batches
 from keras_resvae.precision import check_precision, precision_scope
 from keras_resvae.run_folder import RunFolder
 from keras_resvae.stall import STALL_COLUMNS, MeanImageStall
-from keras_resvae.vae import VAE
+from keras_resvae.vae import FREE_BITS_MEANING, VAE
 
 CONFIG = "config.json"
 MODEL = "model.keras"
@@ -158,17 +158,11 @@ def resolve_fit_config(**options):
 
 
 def _check_stability_options(config):
-    free_bits = config["free_bits"]
-    if not isinstance(free_bits, (int, float)) or not 0 <= free_bits < math.inf:
-        raise ValueError(
-            f"`free_bits` must be a finite number >= 0 (0: off). Received: {free_bits!r}"
-        )
+    config["free_bits"] = inputs.check_non_negative(
+        config["free_bits"], "free_bits", FREE_BITS_MEANING
+    )
     for name in ("grad_clip", "grad_skip"):
-        value = config[name]
-        if value is not None and (not isinstance(value, (int, float)) or not 0 < value < math.inf):
-            raise ValueError(
-                f"`{name}` must be None (off) or a gradient norm > 0. Received: {value!r}"
-            )
+        config[name] = inputs.check_positive_or_none(config[name], name, "a gradient norm")
 
 
 def _arch_options(config):

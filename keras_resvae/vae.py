@@ -1,7 +1,6 @@
 """The VAE model: encoder + sampling + decoder, trained on the ELBO."""
 
 import contextlib
-import math
 import numbers
 
 import keras
@@ -14,6 +13,8 @@ from keras_resvae.inference import inference
 from keras_resvae.sampling import Sampling, clip_log_var
 from keras_resvae.training import backend_steps
 
+# What `free_bits` is, for its error messages (the VAE's and `resvae fit`'s).
+FREE_BITS_MEANING = "nats per latent dimension; 0 turns it off"
 # Final activations that would squash the decoder's logits before the VAE's own.
 SQUASHING_ACTIVATIONS = ("sigmoid", "tanh", "hard_sigmoid", "hard_tanh", "softmax", "softsign")
 
@@ -129,18 +130,10 @@ class VAE(keras.Model):
             )
         if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not sigma > 0:
             raise ValueError(f"`sigma` must be a number > 0. Received: sigma={sigma!r}")
-        free_bits = finite_non_negative(
-            free_bits, "free_bits", "nats per latent dimension; 0 turns it off"
+        free_bits = inputs.check_non_negative(free_bits, "free_bits", FREE_BITS_MEANING)
+        grad_skip_threshold = inputs.check_positive_or_none(
+            grad_skip_threshold, "grad_skip_threshold", "a gradient norm"
         )
-        if grad_skip_threshold is not None and (
-            isinstance(grad_skip_threshold, bool)
-            or not isinstance(grad_skip_threshold, numbers.Real)
-            or not grad_skip_threshold > 0
-        ):
-            raise ValueError(
-                "`grad_skip_threshold` must be None (off) or a gradient norm > 0. "
-                f"Received: grad_skip_threshold={grad_skip_threshold!r}"
-            )
         self.image_shape, self.latent_dim = self._network_shapes(encoder, decoder)
 
         self.encoder = encoder
@@ -153,10 +146,8 @@ class VAE(keras.Model):
         self.sigma = float(sigma)
         self.seed = seed
         self.architecture = architecture
-        self.free_bits = float(free_bits)
-        self.grad_skip_threshold = (
-            None if grad_skip_threshold is None else float(grad_skip_threshold)
-        )
+        self.free_bits = free_bits
+        self.grad_skip_threshold = grad_skip_threshold
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
@@ -272,7 +263,9 @@ class VAE(keras.Model):
         >>> typical = vae.sample(16, seed=0, temperature=0.7)
         """
         n = inputs.check_count(n, "n")
-        temperature = check_temperature(temperature)
+        temperature = inputs.check_non_negative(
+            temperature, "temperature", "1 samples the prior itself"
+        )
         z = keras.random.normal((n, self.latent_dim), seed=seed)
         return self.decode(z * temperature)
 
@@ -695,24 +688,6 @@ class VAE(keras.Model):
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
         return cls(**config)
-
-
-def finite_non_negative(value, name, meaning):
-    """Returns `value` as a float, or raises a clear error if it is not a finite number >= 0.
-
-    Example:
-    >>> finite_non_negative(0.7, "temperature", "1 samples the prior itself")  # 0.7
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0 ({meaning}). Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def check_temperature(temperature):
-    """Returns `temperature` as a float, or raises a clear error if it is not a number >= 0."""
-    return finite_non_negative(temperature, "temperature", "1 samples the prior itself")
 
 
 def _weight_carrier(images, sample_weight):

@@ -58,6 +58,14 @@ COMPARE = textwrap.dedent(
 )
 
 
+def backend_with_two_devices():
+    """Keras's backend, or a skip where Keras has no data parallelism to test."""
+    backend = keras.backend.backend()
+    if backend not in TWO_DEVICES:
+        pytest.skip("Keras has no built-in data parallelism on this backend")
+    return backend
+
+
 def run_with_two_devices(code, backend):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
@@ -79,9 +87,7 @@ def parse(output, key):
 
 @pytest.mark.slow
 def test_two_devices_train_like_one():
-    backend = keras.backend.backend()
-    if backend not in TWO_DEVICES:
-        pytest.skip("Keras has no built-in data parallelism on this backend")
+    backend = backend_with_two_devices()
     output = run_with_two_devices(COMPARE.format(tests=str(TESTS)), backend)
     assert parse(output, "REPLICAS") == "1 2"
     one, two = json.loads(parse(output, "LOSSES"))
@@ -99,9 +105,7 @@ def test_two_devices_train_like_one():
 
 @pytest.mark.slow
 def test_resvae_fit_distribute_end_to_end(tmp_path):
-    backend = keras.backend.backend()
-    if backend not in TWO_DEVICES:
-        pytest.skip("Keras has no built-in data parallelism on this backend")
+    backend = backend_with_two_devices()
     args = ["fit", "--distribute", "--arch", "basic", "--width", "0.125", "--latent-dim", "4"]
     args += ["--limit", "128", "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path)]
     code = f"from keras_resvae.cli.main import main\nmain({args!r})\n"
@@ -151,9 +155,7 @@ SKIPPING = textwrap.dedent(
 
 @pytest.mark.slow
 def test_skipping_large_steps_over_two_devices():
-    backend = keras.backend.backend()
-    if backend not in TWO_DEVICES:
-        pytest.skip("Keras has no built-in data parallelism on this backend")
+    backend = backend_with_two_devices()
     output = run_with_two_devices(SKIPPING.format(tests=str(TESTS)), backend)
     if backend == "jax":
         # The sharded step sees the whole gradient: every step is skipped, on both devices.
