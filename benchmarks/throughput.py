@@ -8,10 +8,10 @@ is measured on its own (`--pipeline`).
 Examples:
     # ResNet-18 VAE without batch norm, every backend and native PyTorch, CPU:
     python benchmarks/throughput.py --backends tensorflow,jax,torch,native-torch
-    # The hierarchical VAE's cost per image against the ResNet-18 VAE's, at about
-    # the same parameter count (1.6 M and 1.7 M), PyTorch:
+    # The hierarchical VAE's cost per image against the ResNet-18 VAE's; at one
+    # width they have about the same parameter count (1.62 M each at 0.25), PyTorch:
     python benchmarks/throughput.py --backends torch --arch resnet18,hvae \
-        --width 0.25,1.2 --latent-dim 16
+        --width 0.25 --latent-dim 16
     # Mixed precision on a GPU, two batch sizes, results as JSON:
     python benchmarks/throughput.py --precisions float32,mixed_bfloat16 \\
         --batch-sizes 128,512 --images 50000 --json benchmarks/gpu.json

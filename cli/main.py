@@ -552,7 +552,8 @@ def sample(run_or_model, num, seed, temperature, out_path):
 @limit_option
 @epochs_option(COMPARE_DEFAULTS["epochs"])
 @width_option(
-    COMPARE_DEFAULTS["width"], "Multiplier on the ResNets' filters (basic keeps the study's 32/64)."
+    COMPARE_DEFAULTS["width"],
+    "Multiplier on the ResNets' and hvae's filters (basic keeps the study's 32/64).",
 )
 @latent_dim_option(COMPARE_DEFAULTS["latent_dim"])
 @batch_size_option

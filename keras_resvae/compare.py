@@ -1,11 +1,14 @@
 """`resvae compare`: train several VAE variants the same way and compare them.
 
-A variant is named `ARCH[-bn|-nobn][-skip][-tanh]`: `resnet18-nobn-skip` is a
-ResNet-18 VAE without batch norm with skip connections in the encoder;
+A variant is named `ARCH[-bn|-nobn][-skip][-flat][-tanh]`: `resnet18-nobn-skip`
+is a ResNet-18 VAE without batch norm with skip connections in the encoder;
+`-flat` keeps the encoder's last feature map's positions (`pooling="flatten"`);
 `-tanh` trains on data centred in [-1, 1] with a tanh output (the study's
-centring). Every variant gets the same dataset, epochs, seed and likelihood.
-With `repeats` > 1 every variant is trained that many times, with the seeds
-`seed`, `seed + 1`, ..., and the table shows each metric's mean and spread.
+centring). The defaults are the study's variants, then the two that go past
+it: the flat-latent ResNet-18 and the hierarchical `hvae`. Every variant gets
+the same dataset, epochs, seed and likelihood. With `repeats` > 1 every
+variant is trained that many times, with the seeds `seed`, `seed + 1`, ...,
+and the table shows each metric's mean and spread.
 
 The report directory holds:
 
@@ -36,7 +39,8 @@ from keras_resvae.runs import (
     test_images,
 )
 
-DEFAULT_VARIANTS = ("basic", "resnet18-bn", "resnet18-nobn", "resnet50-nobn", "resnet18-nobn-skip")
+STUDY_VARIANTS = ("basic", "resnet18-bn", "resnet18-nobn", "resnet50-nobn", "resnet18-nobn-skip")
+DEFAULT_VARIANTS = (*STUDY_VARIANTS, "resnet18-nobn-flat", "hvae")
 VARIANT_FLAGS = {
     "bn": ("use_batch_norm", True),
     "nobn": ("use_batch_norm", False),
@@ -83,9 +87,10 @@ def parse_variant(name):
 def variant_options(name, shared):
     """The fit options of one variant: the shared budget, then what its name sets.
 
-    `width` scales the ResNets only: the basic VAE keeps the study's 32 and 64
-    filters, which is already small (at width 0.25 it had 43k parameters and
-    had not learned the digits after 8 epochs).
+    `width` scales the ResNets and `hvae` (whose channels follow ResNet-18's,
+    so the two have about the same parameter count at one width); the basic
+    VAE keeps the study's 32 and 64 filters, which is already small (at width
+    0.25 it had 43k parameters and had not learned the digits after 8 epochs).
     """
     options = {**shared, **parse_variant(name)}
     if options["arch"] == "basic":

@@ -9,7 +9,7 @@ from conftest import blob_images, to_numpy
 
 import keras_resvae
 from keras_resvae import HierarchicalVAE, losses
-from keras_resvae.architectures.hierarchical import latent_sizes
+from keras_resvae.architectures.hierarchical import latent_sizes, scale_channels
 from keras_resvae.metrics import evaluate_vae
 from keras_resvae.metrics.likelihood import (
     importance_weighted_nll,
@@ -40,6 +40,21 @@ def test_one_group_per_halving_of_the_side():
     assert vae.latent_dim == 4 * 4 * 2 + 8 * 8 * 2
     z_mean, z_log_var = vae.encode(blob_images(3))
     assert tuple(z_mean.shape) == tuple(z_log_var.shape) == (3, vae.latent_dim)
+
+
+def test_channels_double_with_each_halving_of_the_side():
+    assert scale_channels(3) == [64, 128, 256, 512]  # ResNet-18's
+    assert scale_channels(4, width=0.25) == [16, 32, 64, 128, 128]  # capped at 8x
+    vae = tiny_hvae(width=0.125, num_scales=2)  # 8, 16, 32 channels
+    bottom_up = vae.encoder.bottom_up
+    assert [tuple(f.shape[1:]) for f in bottom_up.outputs] == [(4, 4, 32), (8, 8, 16)]
+    assert tuple(vae.encoder.start.value.shape) == (4, 4, 32)
+    # Each merge hands the next cell its channels, at its size; the last, the head's.
+    assert [tuple(merge.outputs[0].shape[1:]) for merge in vae.encoder.merges] == [
+        (8, 8, 16),
+        (16, 16, 8),
+    ]
+    assert tuple(vae.decoder.head.inputs[0].shape[1:]) == (16, 16, 8)
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,17 @@ from keras_resvae.architectures.blocks import (
     scaled_filters,
 )
 
-# Residual-stream channels at width 1, the same at every resolution (as VDVAE).
+# Residual-stream channels at full resolution and width 1. Each halving of the
+# side doubles them (as a ResNet's stages do), up to MAX_CHANNEL_MULTIPLIER
+# times: a 3x3 convolution then costs about the same at every resolution, and
+# the parameters sit where there are few pixels to pay for them. With 3 scales
+# this is the ResNet-18 encoder's ladder (64, 128, 256, 512 at width 1), so an
+# `hvae` and a `resnet18` of the same width have about the same parameter
+# count. With the same channels everywhere (as VDVAE), the full-resolution
+# blocks cost most of the arithmetic, and the model trained 4.7x slower per
+# image than the ResNet-18 VAE of its parameter count.
 BASE_CHANNELS = 64
+MAX_CHANNEL_MULTIPLIER = 8
 # The smallest side a latent group can have.
 MIN_GROUP_SIDE = 2
 
@@ -56,26 +65,44 @@ def latent_sizes(image_shape, num_scales):
     return sizes[::-1]
 
 
+def scale_channels(num_scales, width=1.0):
+    """Residual-stream channels at full resolution, then at each scale (largest side first).
+
+    Example:
+    >>> scale_channels(3)  # full resolution, 1/2, 1/4, 1/8 of the side
+    [64, 128, 256, 512]
+    >>> scale_channels(4, width=0.25)
+    [16, 32, 64, 128, 128]
+    """
+    full = scaled_filters(BASE_CHANNELS, width)
+    return [full * min(2**scale, MAX_CHANNEL_MULTIPLIER) for scale in range(int(num_scales) + 1)]
+
+
 def build_bottom_up(image_shape, sizes, channels, blocks_per_scale=1, use_batch_norm=False):
     """Images -> the feature map at every latent size in `sizes` (smallest first).
 
     A stem convolution, residual blocks at full resolution, then for each scale
-    a strided residual block (halving the side) and more blocks.
+    a strided residual block (halving the side, to that scale's channels) and
+    more blocks.
+
+    Args:
+        channels: list of ints, as `scale_channels` gives: full resolution
+            first, then one per scale, largest side first.
 
     Example:
-    >>> bottom_up = build_bottom_up((32, 32, 3), latent_sizes((32, 32, 3), 3), 32)
-    >>> [f.shape for f in bottom_up.outputs]  # 4x4, 8x8, 16x16, 32 channels each
+    >>> bottom_up = build_bottom_up((32, 32, 3), latent_sizes((32, 32, 3), 3), [8, 16, 32, 64])
+    >>> [f.shape for f in bottom_up.outputs]  # 4x4x64, 8x8x32, 16x16x16
     """
     images = keras.Input(image_shape, name="images")
-    x = apply_conv_norm_act(images, channels, 3, 1, use_batch_norm, name="stem")
+    x = apply_conv_norm_act(images, channels[0], 3, 1, use_batch_norm, name="stem")
     for block in range(1, blocks_per_scale + 1):
-        x = apply_basic_block(x, channels, 1, use_batch_norm, name=f"full_block{block}")
+        x = apply_basic_block(x, channels[0], 1, use_batch_norm, name=f"full_block{block}")
     features = {}
     for scale in range(1, len(sizes) + 1):
         for block in range(1, blocks_per_scale + 1):
             strides = 2 if block == 1 else 1
             x = apply_basic_block(
-                x, channels, strides, use_batch_norm, name=f"scale{scale}_block{block}"
+                x, channels[scale], strides, use_batch_norm, name=f"scale{scale}_block{block}"
             )
         features[tuple(x.shape[1:3])] = x
     return keras.Model(images, [features[size] for size in sizes], name="bottom_up")
@@ -126,11 +153,15 @@ def build_posterior(size, channels, latent_channels, name):
     return keras.Model([h, features], [d_mean, d_log_var], name=name)
 
 
-def build_merge(size, channels, latent_channels, next_size, blocks, use_batch_norm, name):
+def build_merge(
+    size, channels, latent_channels, next_size, next_channels, blocks, use_batch_norm, name
+):
     """`[h, h_feature, z]` -> the next state: h + h_feature + conv(z), residual blocks, upsampling.
 
-    `next_size` is the next group's size (or the image's, after the last group);
-    the state is upsampled to it when it is larger.
+    `next_size` and `next_channels` are the next group's (or the full
+    resolution's, after the last group): the state is projected to those
+    channels by a 1x1 convolution, before the nearest-neighbour upsampling to
+    that size, where it costs a quarter as much and gives the same result.
     """
     h = keras.Input((*size, channels), name="h")
     feature = keras.Input((*size, channels), name="h_feature")
@@ -139,6 +170,8 @@ def build_merge(size, channels, latent_channels, next_size, blocks, use_batch_no
     x = keras.layers.Add(name=f"{name}_add")([h, feature, projected])
     for block in range(1, blocks + 1):
         x = apply_basic_block(x, channels, 1, use_batch_norm, name=f"{name}_block{block}")
+    if next_channels != channels:
+        x = _conv(next_channels, 1, f"{name}_project")(x)
     if tuple(next_size) != tuple(size):
         x = apply_upsample_to(x, next_size, "nearest", name=f"{name}_up")
     return keras.Model([h, feature, z], x, name=name)
@@ -216,7 +249,8 @@ def build_hierarchy(
         image_shape: `(height, width, channels)`.
         latent_channels: int. Channels of each group's spatial latent map.
         num_scales: int. Latent groups, one per halving of the image side.
-        width: float. Multiplier on `BASE_CHANNELS`.
+        width: float. Multiplier on the channels (`scale_channels`): 64 at
+            full resolution at width 1, doubling with each halving of the side.
         blocks_per_scale: int. Residual blocks per scale, up and down.
         use_batch_norm: bool. Batch norm in the residual blocks.
 
@@ -226,33 +260,38 @@ def build_hierarchy(
     Example:
     >>> networks = build_hierarchy((32, 32, 3), latent_channels=4, num_scales=3)
     """
-    channels = scaled_filters(BASE_CHANNELS, width)
+    channels = scale_channels(num_scales, width)
     sizes = latent_sizes(image_shape, num_scales)
+    # The top-down cells run from the smallest group to the largest.
+    group_channels = channels[:0:-1]
     next_sizes = sizes[1:] + [tuple(image_shape[:2])]
+    next_channels = group_channels[1:] + [channels[0]]
+    cells = list(zip(sizes, group_channels, next_sizes, next_channels))
     return {
         "bottom_up": build_bottom_up(
             image_shape, sizes, channels, blocks_per_scale, use_batch_norm
         ),
-        "start": LearnedStart(sizes[0], channels, name="start"),
+        "start": LearnedStart(sizes[0], group_channels[0], name="start"),
         "priors": [
-            build_prior(size, channels, latent_channels, f"prior{index}")
-            for index, size in enumerate(sizes, 1)
+            build_prior(size, cell_channels, latent_channels, f"prior{index}")
+            for index, (size, cell_channels, _, _) in enumerate(cells, 1)
         ],
         "posteriors": [
-            build_posterior(size, channels, latent_channels, f"posterior{index}")
-            for index, size in enumerate(sizes, 1)
+            build_posterior(size, cell_channels, latent_channels, f"posterior{index}")
+            for index, (size, cell_channels, _, _) in enumerate(cells, 1)
         ],
         "merges": [
             build_merge(
                 size,
-                channels,
+                cell_channels,
                 latent_channels,
                 next_size,
+                next_cell_channels,
                 blocks_per_scale,
                 use_batch_norm,
                 f"merge{index}",
             )
-            for index, (size, next_size) in enumerate(zip(sizes, next_sizes), 1)
+            for index, (size, cell_channels, next_size, next_cell_channels) in enumerate(cells, 1)
         ],
-        "head": build_head(image_shape, channels, blocks_per_scale, use_batch_norm),
+        "head": build_head(image_shape, channels[0], blocks_per_scale, use_batch_norm),
     }
