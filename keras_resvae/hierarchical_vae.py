@@ -137,7 +137,7 @@ class HierarchicalVAE(VAE):
             kl_warmup_steps, sigma, seed, architecture, name).
 
     Example:
-    >>> vae = keras_resvae.build_vae("hvae", (32, 32, 3), latent_dim=4)
+    >>> vae = keras_resvae.build_vae("hvae", (32, 32, 3), latent_dim=4, width=0.25)
     >>> vae.compile(optimizer=keras.optimizers.Adam(1e-3))
     >>> vae.fit(x_train, epochs=10, batch_size=64)
 
