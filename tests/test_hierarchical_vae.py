@@ -132,13 +132,16 @@ def test_a_tanh_model_s_decoder_starts_as_the_sigmoid_model_s():
 def test_the_first_output_is_the_data_mean_give_or_take_a_little(width):
     # At Glorot's scale the last convolution put logits of std 2.1 around the data
     # mean, and at width 1 the first Adam steps pushed them into the flat sigmoid:
-    # the digits' hvae stalled at MSE 0.1008 (see the README).
+    # the digits' hvae stalled at MSE 0.1008 (see the README). With these draws the
+    # three backends give std 0.30 to 0.74 and max 1.5 to 3.9; at Glorot's scale the
+    # same draws give std 0.93 to 2.3 and max 4.7 to 12.
+    keras.utils.set_random_seed(1)  # the same draws whatever tests ran before
     vae = tiny_hvae(width=width)
     images = blob_images(32)
     vae.initialize_output_bias(images)
     eps = np.random.default_rng(0).normal(size=(8, vae.latent_dim)).astype("float32")
     offsets = to_numpy(vae.decoder(eps)) - to_numpy(vae.decoder.head.layers[-1].bias)
-    assert offsets.std() < 0.6 and np.abs(offsets).max() < 3.0
+    assert offsets.std() < 0.85 and np.abs(offsets).max() < 4.5
 
 
 def test_the_negative_elbo_metric_scores_the_model_s_own_posterior():
