@@ -195,6 +195,12 @@ likelihood_option = click.option(
     default=FIT_DEFAULTS["likelihood"],
     show_default=True,
 )
+num_scales_option = click.option(
+    "--num-scales",
+    type=click.IntRange(min=1),
+    default=None,
+    help="hvae: latent groups, one per halving of the image side. [default: 3]",
+)
 # The seed seeds NumPy too, which takes 0 to 2**32 - 1.
 SEED_RANGE = click.IntRange(0, 2**32 - 1)
 seed_option = click.option(
@@ -265,12 +271,7 @@ def main():
     help="How the ResNet encoder's last feature map enters the latent head: averaged "
     "(the study's) or flattened, keeping every position. [default: average]",
 )
-@click.option(
-    "--num-scales",
-    type=click.IntRange(min=1),
-    default=None,
-    help="hvae: latent groups, one per halving of the image side. [default: 3]",
-)
+@num_scales_option
 @dataset_option
 @data_dir_option
 @click.option(
@@ -556,6 +557,7 @@ def sample(run_or_model, num, seed, temperature, out_path):
     "Multiplier on the ResNets' and hvae's filters (basic keeps the study's 32/64).",
 )
 @latent_dim_option(COMPARE_DEFAULTS["latent_dim"])
+@num_scales_option
 @batch_size_option
 @lr_option
 @likelihood_option

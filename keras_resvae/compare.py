@@ -91,10 +91,13 @@ def variant_options(name, shared):
     so the two have about the same parameter count at one width); the basic
     VAE keeps the study's 32 and 64 filters, which is already small (at width
     0.25 it had 43k parameters and had not learned the digits after 8 epochs).
+    `num_scales` applies to the hierarchical variants only.
     """
     options = {**shared, **parse_variant(name)}
     if options["arch"] == "basic":
         options.pop("width", None)
+    if not ARCHITECTURES[options["arch"]].hierarchical:
+        options.pop("num_scales", None)
     return options
 
 
@@ -204,6 +207,12 @@ def run_comparison(
             raise ValueError(f"`{key}` is set by each variant's name, not for the comparison.")
     if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 1:
         raise ValueError(f"`repeats` must be an integer >= 1. Received: {repeats!r}")
+    hierarchical = [n for n in names if ARCHITECTURES[parse_variant(n)["arch"]].hierarchical]
+    if shared.get("num_scales") is not None and not hierarchical:
+        raise ValueError(
+            f"`num_scales` sets the latent groups of hierarchical variants (hvae), and none of "
+            f"{names} is one: add hvae to the variants or leave num_scales out."
+        )
     from keras_resvae import report
 
     first_seed = shared.get("seed", FIT_DEFAULTS["seed"])
