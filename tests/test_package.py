@@ -21,7 +21,7 @@ from keras_resvae import startup
 
 ROOT = Path(__file__).resolve().parent.parent
 # Imports that only the optional extras provide; everything else must be core.
-OPTIONAL_IMPORTS = {"jax", "torch", "keras_cv", "tf2onnx", "onnx", "onnxruntime"}
+OPTIONAL_IMPORTS = {"jax", "torch", "keras_cv", "tf2onnx", "onnx", "onnxruntime", "pythae"}
 
 
 def test_public_api_is_listed():
