@@ -1,8 +1,8 @@
 """An established PyTorch VAE library's ResNet VAE, measured with this package's metrics.
 
-Never part of the test suite, and not a dependency of the package: it needs
-pythae (`pip install -e ".[baseline]"`; Chadebec et al. 2022, "Pythae: Unifying
-Generative Autoencoders in Python") and the PyTorch backend. It trains pythae's CIFAR
+Never part of the test suite. It needs pythae, the `baseline` extra, which `[all]`
+leaves out (`pip install -e ".[baseline]"`; Chadebec et al. 2022, "Pythae: Unifying
+Generative Autoencoders in Python"), and the PyTorch backend. It trains pythae's CIFAR
 ResNet VAE (`Encoder_ResNet_VAE_CIFAR`, `Decoder_ResNet_AE_CIFAR`) on the same
 images, epochs, batch size, learning rate and seed as `resvae compare`, two
 ways:
