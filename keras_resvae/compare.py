@@ -191,7 +191,8 @@ def run_comparison(
             figures show the first seed's models.
         **fit_options: the shared budget and data, any `fit_run` option
             (`dataset`, `epochs`, `limit`, `width`, `latent_dim`, `likelihood`,
-            `seed`, ...). Defaults: `COMPARE_DEFAULTS`, then `FIT_DEFAULTS`.
+            `seed`, ...; `num_scales` reaches the hierarchical variants only).
+            Defaults: `COMPARE_DEFAULTS`, then `FIT_DEFAULTS`.
 
     Returns:
         The result rows, one dict per variant (also in results.csv).
