@@ -31,6 +31,7 @@ import time
 import keras
 import numpy as np
 
+from keras_resvae.callbacks import EpochTimer
 from keras_resvae.compare import COMPARE_DEFAULTS
 from keras_resvae.datasets import load_dataset
 from keras_resvae.metrics import evaluate_vae
@@ -149,7 +150,7 @@ def main(argv=None):
     try:
         import pythae  # noqa: F401
     except ImportError:
-        raise SystemExit("This benchmark needs pythae: pip install pythae") from None
+        raise SystemExit('This benchmark needs pythae: pip install -e ".[baseline]"') from None
     import torch
 
     data = load_dataset(args.dataset, batch_size=args.batch_size, seed=args.seed)
@@ -172,24 +173,16 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     vae = _as_keras_vae(_pythae_model(args.latent_dim), args.latent_dim)
     vae.compile(optimizer=keras.optimizers.Adam(args.lr))
-    epoch_seconds = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_seconds.append(time.perf_counter() - self.start)
-
-    vae.fit(
+    history = vae.fit(
         x_train,
         epochs=args.epochs,
         batch_size=args.batch_size,
         shuffle=True,
-        callbacks=[Timer()],
+        callbacks=[EpochTimer()],
         verbose=2,
     )
-    rows.append(_row("pythae-sigma", vae, x_test, epoch_seconds, args.iwae_samples, args.seed))
+    seconds = history.history["epoch_seconds"]
+    rows.append(_row("pythae-sigma", vae, x_test, seconds, args.iwae_samples, args.seed))
 
     print(
         "\n| variant | parameters | s/epoch | MSE | PSNR (dB) | SSIM | sharpness | "
