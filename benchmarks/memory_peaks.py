@@ -6,7 +6,8 @@ recorded high by `--step` MB, the thread records the main thread's innermost
 frames in keras_resvae, the CLI and Keras. The list shows which phase of a
 command (imports, building, the training step, saving, evaluation) holds the
 peak. Sampling misses highs that last under 5 ms, so it ranks phases; the
-kernel's peak (`ru_maxrss`, printed last) is the number to quote.
+kernel's peak (`ru_maxrss`, printed last) is the number to quote; commands that
+start child processes (`resvae compare`) also get the largest child's peak.
 
 Examples:
     python benchmarks/memory_peaks.py -- fit --dataset data.npz --arch resnet18 \\
@@ -83,6 +84,10 @@ def main(argv=None):
             print(f"{gb:6.3f} GB  {frames}")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(f"peak resident memory (ru_maxrss): {peak:.2f} GB")
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        if children:
+            # `resvae compare` trains each run in a child process of its own.
+            print(f"largest child process's peak (ru_maxrss): {children:.2f} GB")
 
 
 if __name__ == "__main__":

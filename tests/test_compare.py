@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from keras_resvae.cli.main import main
 
+from keras_resvae import compare
 from keras_resvae.compare import (
     DEFAULT_VARIANTS,
     combine_repeats,
@@ -77,12 +78,18 @@ def test_compare_writes_every_file_and_resumes(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("no network")
 
+    def in_this_process(*args, **kwargs):
+        raise AssertionError("compare trains each run in a child process by default")
+
     monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr(compare, "fit_run", in_this_process)
     out = tmp_path / "report"
     result = invoke(
         "--out", out, "--variants", "basic,resnet18-nobn-skip", "--center", "--fid", *TINY
     )
     assert result.exit_code == 0, result.output
+    # The children's progress bars reach this process's output.
+    assert result.output.count("━━") >= 4, result.output
     assert "FID/KID skipped" in result.output and "--inception-weights" in result.output
 
     with open(out / "results.csv") as file:
@@ -127,7 +134,8 @@ def test_each_run_is_evaluated_once_with_the_comparison_s_settings(tmp_path, mon
     evaluate_vae = runs.evaluate_vae
     monkeypatch.setattr(runs, "evaluate_vae", counted)
     out = tmp_path / "report"
-    result = invoke("--out", out, "--variants", "basic", *TINY)
+    # In this process, where the count is kept.
+    result = invoke("--out", out, "--variants", "basic", "--in-process", *TINY)
     assert result.exit_code == 0, result.output
     assert len(calls) == 1 and calls[0]["max_images"] == 32
     run = out / "runs" / "basic"
@@ -143,7 +151,9 @@ def test_each_run_is_evaluated_once_with_the_comparison_s_settings(tmp_path, mon
 def test_a_hierarchical_vae_s_row_has_its_groups(tmp_path):
     out = tmp_path / "report"
     # --num-scales sets hvae's groups and leaves the flat variants as they are.
-    result = invoke("--out", out, "--variants", "basic,hvae", "--num-scales", 2, *TINY)
+    result = invoke(
+        "--out", out, "--variants", "basic,hvae", "--num-scales", 2, "--in-process", *TINY
+    )
     assert result.exit_code == 0, result.output
     with open(out / "results.csv") as file:
         basic_row, row = list(csv.DictReader(file))
@@ -194,7 +204,9 @@ def test_combine_repeats_means_what_varies_and_keeps_what_does_not():
 @pytest.mark.slow
 def test_repeats_train_each_variant_with_consecutive_seeds(tmp_path):
     out = tmp_path / "report"
-    result = invoke("--out", out, "--variants", "basic", "--repeats", 2, "--seed", 3, *TINY)
+    result = invoke(
+        "--out", out, "--variants", "basic", "--repeats", 2, "--seed", 3, "--in-process", *TINY
+    )
     assert result.exit_code == 0, result.output
     evaluations = []
     for run, seed in (("basic", 3), ("basic-seed4", 4)):

@@ -122,6 +122,7 @@ class InceptionFeatures:
                 f"FID/KID need them: download {INCEPTION_URL} where there is a network and "
                 "pass the file with --inception-weights."
             ) from error
+        self.weights_path = path
         self.batch_size = int(batch_size)
 
     def __call__(self, images, output_activation="sigmoid"):
