@@ -352,7 +352,7 @@ def _train(out, config, data, checkpoint, verbose, evaluation):
         else:
             vae = _build_model(config, data.image_shape)
             vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
-        test_sample = next(iter(data.test.unbatch().batch(STALL_IMAGES))).numpy()
+        test_sample = data.first_test_images(STALL_IMAGES)
         preview = test_sample[:16]
         write_json_atomically(os.path.join(out, CONFIG), config)
         _trim_history(os.path.join(out, HISTORY), initial_epoch, STALL_COLUMNS)

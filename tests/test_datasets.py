@@ -9,6 +9,7 @@ from conftest import tiny_vae
 
 from keras_resvae.datasets import (
     TFDS_DATASETS,
+    DatasetSplits,
     DatasetUnavailableError,
     load_dataset,
     load_digits,
@@ -46,6 +47,27 @@ def test_digits_pipeline(center):
     # Training batches are full; the test set keeps every image.
     assert all(b.shape[0] == 64 for b in data.train)
     assert sum(b.shape[0] for b in data.test) == 297
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_first_test_images_finish_the_pass_a_cache_needs(cached):
+    # tf.data drops a cache whose first pass stops early, with a warning each run.
+    pulled = []
+
+    def images():
+        for index in range(100):
+            pulled.append(index)
+            yield np.full((2, 2, 1), index, "float32")
+
+    spec = tf.TensorSpec((2, 2, 1), tf.float32)
+    test = tf.data.Dataset.from_generator(images, output_signature=spec).batch(4)
+    data = DatasetSplits(None, test, (2, 2, 1), False, "generated", test_cached=cached)
+    first = data.first_test_images(6)
+    np.testing.assert_array_equal(first[:, 0, 0, 0], np.arange(6))
+    # Read to the end when cached; otherwise no further than the batches needed
+    # (and what the generator reads ahead).
+    assert len(pulled) == 100 if cached else len(pulled) < 50
+    assert load_dataset("digits").test_cached  # the built-in sets are cached
 
 
 @pytest.fixture(scope="module")

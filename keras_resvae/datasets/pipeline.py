@@ -4,6 +4,8 @@ import contextlib
 import dataclasses
 import math
 
+import numpy as np
+
 from keras_resvae.startup import import_tensorflow
 
 # Datasets up to this many bytes of float32 pixels are cached in memory.
@@ -25,6 +27,8 @@ class DatasetSplits:
         num_train, num_test: numbers of images, or None where unknown.
         find_unreadable: for datasets read from files, a function that returns
             `(path, reason)` of the first file that cannot be decoded, or None.
+        test_cached: bool. `test` keeps its images in memory after a first
+            complete pass.
     """
 
     train: object
@@ -35,6 +39,25 @@ class DatasetSplits:
     num_train: int = None
     num_test: int = None
     find_unreadable: object = None
+    test_cached: bool = False
+
+    def first_test_images(self, count):
+        """The first `count` test images, as a NumPy array.
+
+        A cached test split is read to its end: tf.data throws away a cache
+        whose first pass stops early, and says so in a warning on every run.
+
+        Example:
+        >>> preview = data.first_test_images(16)
+        """
+        images, taken = [], 0
+        for batch in self.test:
+            if taken < count:
+                images.append(batch.numpy()[: count - taken])
+                taken += len(images[-1])
+            elif not self.test_cached:
+                break
+        return np.concatenate(images)
 
     @contextlib.contextmanager
     def reading_files(self):
@@ -116,8 +139,7 @@ def make_splits(
         return image * 2.0 - 1.0 if center else image
 
     def cache(dataset, count):
-        size = None if count is None else count * 4 * math.prod(image_shape)
-        return dataset.cache() if size is not None and size <= CACHE_LIMIT_BYTES else dataset
+        return dataset.cache() if _is_cached(count, image_shape) else dataset
 
     autotune = tf.data.AUTOTUNE
     train = cache(train.map(to_float, num_parallel_calls=autotune), num_train)
@@ -138,4 +160,10 @@ def make_splits(
         num_train=num_train,
         num_test=num_test,
         find_unreadable=find_unreadable,
+        test_cached=_is_cached(num_test, image_shape),
     )
+
+
+def _is_cached(count, image_shape):
+    """Whether `make_splits` caches a split of `count` float32 images in memory."""
+    return count is not None and count * 4 * math.prod(image_shape) <= CACHE_LIMIT_BYTES
