@@ -126,6 +126,8 @@ def _failure_message(out, returncode):
                 " (most often the kernel's out-of-memory killer: lower --batch-size, "
                 "--eval-images or --iwae-samples)"
             )
+    elif returncode == 0:
+        cause = "ended without writing its result"
     else:
         cause = f"exited with code {returncode} (its traceback is above)"
     return (

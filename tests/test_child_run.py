@@ -1,7 +1,9 @@
 """Runs trained in a child process of their own (`resvae compare`'s default)."""
 
+import pickle
 import signal
 import sys
+import types
 
 import pytest
 
@@ -30,3 +32,24 @@ def test_the_child_s_errors_are_raised_here_as_they_were_there(tmp_path):
     with pytest.raises(ValueError, match="resnet19"):
         fit_run_in_child(str(tmp_path / "run"), arch="resnet19", epochs=1)
     assert not (tmp_path / "run").exists()
+
+
+def test_inception_features_reach_the_child_as_their_weights_file(tmp_path, monkeypatch):
+    # A Keras model does not pickle: the child rebuilds it from the same file.
+    requests = []
+
+    def capture(command, environment):
+        with open(command[-2], "rb") as file:
+            requests.append(pickle.load(file))
+        return 0
+
+    monkeypatch.setattr(child_run, "_run_relaying_output", capture)
+    features = types.SimpleNamespace(weights_path="/weights/inception.h5", batch_size=8)
+    evaluation = {"max_images": 32, "features": features}
+    with pytest.raises(ChildRunFailed, match="ended without writing its result"):
+        fit_run_in_child(str(tmp_path / "run"), evaluation=evaluation, epochs=1)
+    ((out, arguments),) = requests
+    spec = arguments["evaluation"]["features"]
+    assert out == str(tmp_path / "run") and arguments["epochs"] == 1
+    assert (spec.weights_path, spec.batch_size) == ("/weights/inception.h5", 8)
+    assert arguments["evaluation"]["max_images"] == 32 and evaluation["features"] is features

@@ -1,6 +1,7 @@
 """Metrics against independent references (NumPy, SciPy, scikit-image) and behaviour."""
 
 import math
+import pickle
 
 import keras
 import numpy as np
@@ -11,7 +12,7 @@ import scipy.special
 import scipy.stats
 from conftest import blob_images, tiny_vae, to_numpy
 
-from keras_resvae import metrics
+from keras_resvae import child_run, metrics
 from keras_resvae.metrics import likelihood
 
 
@@ -215,6 +216,10 @@ def test_fid_from_a_local_weights_file(trained, tmp_path):
     result = metrics.evaluate_vae(trained, blob_images(6), iwae_samples=0, features=features)
     assert all(np.isfinite(result[k]) for k in ("fid_samples", "fid_reconstructions"))
     assert "iwae_nll" not in result
+    # What a `resvae compare` run's own process rebuilds them from gives the same features.
+    spec = pickle.loads(pickle.dumps(child_run._FeaturesSpec(str(path), 4)))
+    images = blob_images(3)
+    np.testing.assert_allclose(spec.build()(images), features(images), rtol=1e-5, atol=1e-6)
 
 
 def numpy_importance_weighted_nll(vae, images, num_samples, seed):
