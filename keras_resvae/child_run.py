@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import traceback
 
 import keras
 
@@ -171,8 +172,12 @@ def _child_main(request, result):
     try:
         outcome["value"] = fit_run(out, **arguments)
     except Exception as error:
-        # Raised again in the parent, as if the run had been trained there.
+        # Raised again in the parent, as if the run had been trained there; a
+        # traceback does not pickle, so where it came from travels as a note
+        # (printed under an uncaught error, left out of the CLI's one-line errors).
+        where = "".join(traceback.format_exception(error)).rstrip()
         outcome["error"] = _picklable(error.with_traceback(None))
+        outcome["error"].add_note(f"In the run's own process:\n{where}")
     sys.stdout.flush()
     with atomic_path(result) as temporary, open(temporary, "wb") as file:
         pickle.dump(outcome, file)

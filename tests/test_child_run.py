@@ -29,9 +29,12 @@ def test_a_killed_child_is_named_with_what_to_do(capsys):
 
 
 def test_the_child_s_errors_are_raised_here_as_they_were_there(tmp_path):
-    with pytest.raises(ValueError, match="resnet19"):
+    with pytest.raises(ValueError, match="resnet19") as raised:
         fit_run_in_child(str(tmp_path / "run"), arch="resnet19", epochs=1)
     assert not (tmp_path / "run").exists()
+    # Where it was raised in the child comes along, for an uncaught error's traceback.
+    (note,) = raised.value.__notes__
+    assert note.startswith("In the run's own process:\nTraceback") and "fit_run" in note
 
 
 def test_inception_features_reach_the_child_as_their_weights_file(tmp_path, monkeypatch):
