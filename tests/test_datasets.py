@@ -66,7 +66,7 @@ def test_first_test_images_finish_the_pass_a_cache_needs(cached):
     np.testing.assert_array_equal(first[:, 0, 0, 0], np.arange(6))
     # Read to the end when cached; otherwise no further than the batches needed
     # (and what the generator reads ahead).
-    assert len(pulled) == 100 if cached else len(pulled) < 50
+    assert (len(pulled) == 100) if cached else (len(pulled) < 50)
     assert load_dataset("digits").test_cached  # the built-in sets are cached
 
 

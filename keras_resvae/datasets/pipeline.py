@@ -46,6 +46,8 @@ class DatasetSplits:
 
         A cached test split is read to its end: tf.data throws away a cache
         whose first pass stops early, and says so in a warning on every run.
+        That pass is free where the split is read again (`fit`'s validation);
+        a one-off read (`runs.test_images`, the CLI's previews) stops early.
 
         Example:
         >>> preview = data.first_test_images(16)
