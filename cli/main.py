@@ -340,7 +340,9 @@ def main():
     "--distribute",
     is_flag=True,
     help="Data-parallel over every local GPU (JAX: keras.distribution.DataParallel; "
-    "TensorFlow: MirroredStrategy); --batch-size is the global batch.",
+    "TensorFlow: MirroredStrategy; PyTorch: one process per device, started with "
+    "'torchrun --standalone --nproc-per-node N --no-python resvae fit --distribute ...'); "
+    "--batch-size is the global batch.",
 )
 @seed_option
 @backend_option
@@ -372,6 +374,8 @@ def fit(out, resume, dry_run, **options):
     config, metrics = fit_run(out, resume=resume, dry_run=dry_run, **options)
     if dry_run:
         click.echo(json.dumps(config, indent=2, sort_keys=True))
+        return
+    if metrics is None:  # one of torchrun's other processes: process 0 reports
         return
     click.echo(f"\nRun directory: {out}")
     for name in (

@@ -6,14 +6,17 @@ split the global batch (`batch_size`) evenly across devices. Without GPUs the
 devices are the CPUs JAX or TensorFlow expose, which is how the tests run two
 virtual devices on one machine.
 
-PyTorch: Keras has no built-in data parallelism for the torch backend, so
-`--distribute` refuses it; wrap your own loop in `torch.nn.parallel.
-DistributedDataParallel` (started with `torchrun`) instead.
+PyTorch: Keras has no data-parallel engine for the torch backend, so it is
+PyTorch's own, one process per device started by `torchrun`, with the
+gradients averaged in the VAE's training step (see `torch_parallel`). Each
+process then trains on its share of every global batch (`shard_batches`).
 """
 
 import contextlib
 
 import keras
+
+from keras_resvae import torch_parallel
 
 
 def local_devices():
@@ -27,10 +30,11 @@ def local_devices():
         tf = import_tensorflow()
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return [device.name for device in devices]
+    if torch_parallel.active():
+        return [f"process {rank}" for rank in range(torch_parallel.world_size())]
     raise ValueError(
-        "Data-parallel training (--distribute) needs the JAX or TensorFlow backend. Keras has "
-        "no built-in data parallelism on PyTorch: use torchrun with DistributedDataParallel "
-        "around your own loop, or run with --backend jax."
+        "On the PyTorch backend the devices are processes started by torchrun: "
+        f"{torch_parallel.torchrun_command()}"
     )
 
 
@@ -48,6 +52,8 @@ def data_parallel(enabled=True, batch_size=None):
     """Builds and trains models inside it data-parallel over `local_devices()`.
 
     Yields the number of devices (1 when `enabled` is False, and nothing changes).
+    On PyTorch the devices are the processes `torchrun` started; each must
+    then fit on its own share of the batches (`shard_batches`).
 
     Example:
     >>> with data_parallel() as replicas:
@@ -57,6 +63,12 @@ def data_parallel(enabled=True, batch_size=None):
     """
     if not enabled:
         yield 1
+        return
+    if keras.backend.backend() == "torch":
+        replicas = torch_parallel.start()
+        if batch_size is not None:
+            check_batch_size(int(batch_size), replicas)
+        yield replicas
         return
     devices = local_devices()
     if batch_size is not None:
@@ -74,3 +86,18 @@ def data_parallel(enabled=True, batch_size=None):
         strategy = import_tensorflow().distribute.MirroredStrategy(devices)
         with strategy.scope():
             yield len(devices)
+
+
+def shard_batches(dataset):
+    """This process's share of each batch of `dataset` when PyTorch trains data-parallel.
+
+    The identity everywhere else: JAX and TensorFlow split each batch over
+    their devices themselves.
+
+    Example:
+    >>> with data_parallel(batch_size=128):
+    ...     vae.fit(shard_batches(train), epochs=10)  # 64 images per process with 2
+    """
+    if not torch_parallel.active():
+        return dataset
+    return torch_parallel.shard_batches(dataset, torch_parallel.rank(), torch_parallel.world_size())

@@ -25,7 +25,7 @@ import zipfile
 import keras
 import numpy as np
 
-from keras_resvae import inputs, losses
+from keras_resvae import inputs, losses, torch_parallel
 from keras_resvae.architectures.registry import resolve_architecture
 from keras_resvae.atomic import atomic_path
 from keras_resvae.build import build_vae
@@ -43,7 +43,7 @@ from keras_resvae.callbacks import (
 )
 from keras_resvae.compilation import check_jit_compile
 from keras_resvae.datasets import load_dataset
-from keras_resvae.distribute import data_parallel, local_devices
+from keras_resvae.distribute import data_parallel, local_devices, shard_batches
 from keras_resvae.images import save_png
 from keras_resvae.memory import check_batch_fits
 from keras_resvae.metrics import evaluate_vae, image_batches
@@ -257,12 +257,28 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", evaluation=None, *
         config = _resumed_config(out, options) if resume else _new_config(out, options)
         _seeded_data(config)  # checks the data and the architecture
         return config, None
+    if _distributed(out, resume, options) and keras.backend.backend() == "torch":
+        # One process per device (torchrun): process 0 claims and writes the
+        # folder; the others train beside it and write nothing.
+        torch_parallel.start()
+        if not torch_parallel.is_writer():
+            return _train_run(out, resume, verbose, options, evaluation)
     with RunFolder(out, marker=CONFIG) as folder:
         try:
             return _train_run(out, resume, verbose, options, evaluation)
         except BaseException:
             folder.discard_on_exit = _never_started(out, resume, folder)
             raise
+
+
+def _distributed(out, resume, options):
+    """Whether the run trains data-parallel: as asked, or as the resumed run did."""
+    if "distribute" in options or not resume:
+        return bool(options.get("distribute"))
+    try:
+        return bool(_read_json(os.path.join(out, CONFIG)).get("distribute"))
+    except (OSError, ValueError):  # no run there: _resumed_config says so
+        return False
 
 
 def _never_started(out, resume, folder):
@@ -297,7 +313,8 @@ def _resumed_config(out, options):
 
 
 def _new_config(out, options):
-    if os.path.exists(os.path.join(out, CONFIG)):
+    # Under torchrun, process 0 may already have written this run's config.
+    if torch_parallel.is_writer() and os.path.exists(os.path.join(out, CONFIG)):
         raise ValueError(
             f"{out} already holds a run. Pass --resume to continue it, or choose a new --out."
         )
@@ -339,9 +356,8 @@ def _seeded_data(config):
 
 def _train(out, config, data, checkpoint, verbose, evaluation):
     """Builds or restores the model, trains it, and writes the run's files."""
-    checkpoints = os.path.join(out, CHECKPOINTS)
     with data_parallel(config.get("distribute", False), config["batch_size"]) as replicas:
-        if replicas > 1:
+        if replicas > 1 and torch_parallel.is_writer():
             print(f"Data-parallel over {replicas} devices: {', '.join(map(str, local_devices()))}")
         initial_epoch = 0
         if checkpoint:
@@ -354,46 +370,68 @@ def _train(out, config, data, checkpoint, verbose, evaluation):
             vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
         test_sample = data.first_test_images(STALL_IMAGES)
         preview = test_sample[:16]
-        write_json_atomically(os.path.join(out, CONFIG), config)
-        _trim_history(os.path.join(out, HISTORY), initial_epoch, STALL_COLUMNS)
-
-        # The checkpoint comes last: when it names epoch N, the history already has
-        # row N, and a resume trims any rows past the checkpoint. The guard comes
-        # before the images and the checkpoint, so a diverged epoch saves neither.
-        callbacks = [
-            EpochTimer(),
-            MeanImageStall(test_sample, advice=_stall_advice(config)),
-            keras.callbacks.CSVLogger(os.path.join(out, HISTORY), append=True),
-            keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
-            DivergenceGuard(advice=_divergence_advice(config)),
-            ImageGrids(os.path.join(out, "images"), preview, seed=config["seed"]),
-            AtomicCheckpoint(checkpoints),
-        ]
-        validation = data.test
-        if replicas > 1:
+        writer = torch_parallel.is_writer()
+        if writer:
+            write_json_atomically(os.path.join(out, CONFIG), config)
+            _trim_history(os.path.join(out, HISTORY), initial_epoch, STALL_COLUMNS)
+        callbacks = _fit_callbacks(out, config, test_sample, preview, writer)
+        train, validation = data.train, data.test
+        if torch_parallel.active():
+            # One process per device: each trains on its share of every global
+            # batch, and validates on the whole test split (the same numbers in
+            # every process, so they all stop, or not, alike).
+            train = shard_batches(train)
+        elif replicas > 1:
             # Every batch must split evenly over the devices; the final evaluation
             # below (outside the scope) still sees the whole test split.
             validation = validation.unbatch().batch(config["batch_size"], drop_remainder=True)
         if initial_epoch < config["epochs"]:
             try:
                 vae.fit(
-                    data.train,
+                    train,
                     validation_data=validation,
                     epochs=config["epochs"],
                     initial_epoch=initial_epoch,
                     shuffle=False,  # the pipeline shuffles itself
                     callbacks=callbacks,
-                    verbose=verbose,
+                    verbose=verbose if writer else 0,
                 )
             except TrainingDiverged as error:
-                _keep_last_good_checkpoint(out, error)
+                if writer:
+                    _keep_last_good_checkpoint(out, error)
                 raise
+    if not writer:  # process 0 saves, evaluates and draws the figures
+        return config, None
     save_model_atomically(vae, os.path.join(out, MODEL))
     metrics = evaluate_model(vae, data, verbose=verbose, **evaluation)
     write_json_atomically(os.path.join(out, METRICS), metrics)
     save_png(os.path.join(out, "reconstructions.png"), reconstruction_grid(vae, preview))
     save_png(os.path.join(out, "samples.png"), samples_grid(vae, seed=config["seed"]))
     return config, metrics
+
+
+def _fit_callbacks(out, config, test_sample, preview, writer):
+    """`fit`'s callbacks; a process that writes no files (torchrun's others) gets the
+    ones that only judge the run, so it stops when process 0 does."""
+    # The checkpoint comes last: when it names epoch N, the history already has
+    # row N, and a resume trims any rows past the checkpoint. The guard comes
+    # before the images and the checkpoint, so a diverged epoch saves neither.
+    judges = [
+        EpochTimer(),
+        MeanImageStall(test_sample, advice=_stall_advice(config)),
+        DivergenceGuard(advice=_divergence_advice(config)),
+    ]
+    if not writer:
+        return judges
+    return [
+        judges[0],
+        judges[1],
+        keras.callbacks.CSVLogger(os.path.join(out, HISTORY), append=True),
+        keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
+        judges[2],
+        ImageGrids(os.path.join(out, "images"), preview, seed=config["seed"]),
+        AtomicCheckpoint(os.path.join(out, CHECKPOINTS)),
+    ]
 
 
 def _stall_advice(config):

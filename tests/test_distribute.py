@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from keras_resvae.cli.main import main
@@ -62,7 +63,7 @@ def backend_with_two_devices():
     """Keras's backend, or a skip where Keras has no data parallelism to test."""
     backend = keras.backend.backend()
     if backend not in TWO_DEVICES:
-        pytest.skip("Keras has no built-in data parallelism on this backend")
+        pytest.skip("virtual devices are for JAX and TensorFlow; PyTorch runs processes (below)")
     return backend
 
 
@@ -114,15 +115,152 @@ def test_resvae_fit_distribute_end_to_end(tmp_path):
     assert (tmp_path / "model.keras").exists() and (tmp_path / "metrics.json").exists()
 
 
-def test_torch_backend_says_it_cannot_distribute(tmp_path):
+TORCH_PROCESSES = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    import keras, numpy as np, tensorflow as tf
+    from keras import ops
+    from conftest import blob_images, tiny_vae
+    from keras_resvae import sampling, torch_parallel
+    from keras_resvae.distribute import data_parallel, shard_batches
+
+    # Without the sampling noise, one process and two compute the same thing:
+    # the processes' noise is their own (checked below through the seed state).
+    sampling.Sampling.call = lambda self, inputs, deterministic=False: ops.cast(
+        inputs[0], "float32"
+    )
+    enabled = torch_parallel.launched_by_torchrun()
+    keras.utils.set_random_seed(0)
+    with data_parallel(enabled, batch_size=16) as replicas:
+        vae = tiny_vae("resnet18", use_batch_norm=False, likelihood="gaussian", sigma=0.1)
+        vae.compile(optimizer=keras.optimizers.Adam(3e-3))
+        batches = shard_batches(tf.data.Dataset.from_tensor_slices(blob_images(64)).batch(16))
+        sizes = sorted({{len(batch) for batch in batches}})
+        history = vae.fit(batches, epochs=3, verbose=0)
+    weights = np.concatenate([ops.convert_to_numpy(w).ravel() for w in vae.trainable_weights])
+    np.savez(
+        sys.argv[1].format(rank=torch_parallel.rank()),
+        replicas=replicas,
+        sizes=sizes,
+        losses=history.history["loss"],
+        weights=weights,
+        seed_state=ops.convert_to_numpy(vae.sampling.seed_generator.state.value),
+    )
+    """
+)
+
+
+def torch_only():
     if keras.backend.backend() != "torch":
-        pytest.skip("only the torch backend lacks data parallelism")
-    with pytest.raises(ValueError, match="torchrun"):
+        pytest.skip("PyTorch's data parallelism (torchrun) is tested on the torch backend")
+
+
+def run_torch(command, tmp_path, **kwargs):
+    env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env["OMP_NUM_THREADS"] = "1"  # two processes on a small machine
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900, **kwargs
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def torchrun(processes, *command):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone"] + [
+        "--nproc-per-node",
+        str(processes),
+        *command,
+    ]
+
+
+@pytest.mark.slow
+def test_two_torch_processes_train_like_one(tmp_path):
+    torch_only()
+    script = tmp_path / "train.py"
+    script.write_text(TORCH_PROCESSES.format(tests=str(TESTS)))
+    run_torch([sys.executable, str(script), str(tmp_path / "one.npz")], tmp_path)
+    run_torch(torchrun(2, str(script), str(tmp_path / "two-{rank}.npz")), tmp_path)
+    one = np.load(tmp_path / "one.npz")
+    ranks = [np.load(tmp_path / f"two-{rank}.npz") for rank in (0, 1)]
+    assert int(one["replicas"]) == 1 and [int(r["replicas"]) for r in ranks] == [2, 2]
+    # Each process trains on half of every global batch of 16.
+    assert list(one["sizes"]) == [16] and [list(r["sizes"]) for r in ranks] == [[8], [8]]
+    # Averaged gradients keep the processes' weights equal, and equal to one process's.
+    np.testing.assert_array_equal(ranks[0]["weights"], ranks[1]["weights"])
+    np.testing.assert_allclose(ranks[0]["weights"], one["weights"], atol=1e-4)
+    # The logged losses are the global batch's, the same in both processes.
+    np.testing.assert_array_equal(ranks[0]["losses"], ranks[1]["losses"])
+    np.testing.assert_allclose(ranks[0]["losses"], one["losses"], rtol=1e-5)
+    assert ranks[0]["losses"][-1] < ranks[0]["losses"][0]
+    # Each process draws its own sampling noise.
+    assert not np.array_equal(ranks[0]["seed_state"], ranks[1]["seed_state"])
+    np.testing.assert_array_equal(ranks[0]["seed_state"], one["seed_state"])
+
+
+@pytest.mark.slow
+def test_resvae_fit_distribute_with_torchrun(tmp_path):
+    torch_only()
+    out = tmp_path / "run"
+    fit = ["--no-python", "resvae", "fit", "--backend", "torch", "--out", str(out)]
+    options = ["--distribute", "--arch", "basic", "--width", "0.125", "--latent-dim", "4"]
+    options += ["--limit", "128", "--epochs", "1", "--batch-size", "32"]
+    resvae = os.path.join(os.path.dirname(sys.executable), "resvae")
+    fit[1] = resvae
+    output = run_torch(torchrun(2, *fit, *options), tmp_path)
+    # Process 0 alone reports and writes; the run is one run.
+    assert output.count("Run directory:") == 1
+    assert "Data-parallel over 2 devices: process 0, process 1" in output
+    assert json.loads((out / "config.json").read_text())["distribute"] is True
+    assert (out / "model.keras").exists() and (out / "metrics.json").exists()
+    # The resumed run is data-parallel again, as saved, and adds one epoch.
+    output = run_torch(torchrun(2, *fit, "--resume", "--epochs", "2"), tmp_path)
+    assert output.count("Run directory:") == 1
+    history = (out / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["0", "1"]
+
+
+def test_torch_distribute_without_torchrun_says_how_to_start_it(tmp_path, monkeypatch):
+    torch_only()
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    args = ["fit", "--distribute", "--arch", "basic", "--limit", "64", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/resvae", *args])
+    with pytest.raises(ValueError, match="torchrun --standalone --nproc-per-node 2"):
         with data_parallel(True):
             pass
-    args = ["fit", "--distribute", "--arch", "basic", "--limit", "64", "--out", str(tmp_path)]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1 and "Error: Data-parallel training" in result.output
+    assert result.exit_code == 1, result.output
+    assert "started by torchrun. Run: torchrun --standalone --nproc-per-node 2" in result.output
+    assert "--no-python resvae fit --distribute --arch basic" in result.output
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_the_torchrun_command_for_a_script_and_for_resvae():
+    torch_only()
+    from keras_resvae.torch_parallel import torchrun_command
+
+    assert torchrun_command(["/venv/bin/resvae", "fit", "--out", "a b"]) == (
+        "torchrun --standalone --nproc-per-node 2 --no-python resvae fit --out 'a b'"
+    )
+    assert torchrun_command(["train.py", "-v"]) == (
+        "torchrun --standalone --nproc-per-node 2 train.py -v"
+    )
+
+
+def test_the_processes_noise_streams_are_far_apart():
+    torch_only()
+    from keras_resvae.torch_parallel import _shifted_seed_state
+
+    generator = keras.random.SeedGenerator(7)
+    state = keras.ops.convert_to_numpy(generator.state.value)
+    shifted = [_shifted_seed_state(generator.state, rank) for rank in range(8)]
+    np.testing.assert_array_equal(shifted[0], state)
+    # The seed the torch backend draws with: the two words' sum modulo 2**32.
+    seeds = [(int(s[0]) + int(s[1])) & 0xFFFFFFFF for s in shifted]
+    gaps = [abs(a - b) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
+    assert min(min(gap, 2**32 - gap) for gap in gaps) > 10**8
+    assert all(str(s.dtype) == str(generator.state.dtype).split(".")[-1] for s in shifted)
 
 
 def test_batch_must_split_over_the_devices():
