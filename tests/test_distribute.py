@@ -138,6 +138,10 @@ TORCH_PROCESSES = textwrap.dedent(
         batches = shard_batches(tf.data.Dataset.from_tensor_slices(blob_images(64)).batch(16))
         sizes = sorted({{len(batch) for batch in batches}})
         history = vae.fit(batches, epochs=3, verbose=0)
+        # The processes judge the averaged gradient: they skip (or not) together.
+        skipping = tiny_vae(grad_skip_threshold=1e-6)
+        skipping.compile(optimizer=keras.optimizers.Adam(1e-3))
+        skipped = skipping.fit(batches, epochs=1, verbose=0).history["skipped_steps"][-1]
     weights = np.concatenate([ops.convert_to_numpy(w).ravel() for w in vae.trainable_weights])
     np.savez(
         sys.argv[1].format(rank=torch_parallel.rank()),
@@ -146,6 +150,7 @@ TORCH_PROCESSES = textwrap.dedent(
         losses=history.history["loss"],
         weights=weights,
         seed_state=ops.convert_to_numpy(vae.sampling.seed_generator.state.value),
+        skipped=skipped,
     )
     """
 )
@@ -196,6 +201,8 @@ def test_two_torch_processes_train_like_one(tmp_path):
     # Each process draws its own sampling noise.
     assert not np.array_equal(ranks[0]["seed_state"], ranks[1]["seed_state"])
     np.testing.assert_array_equal(ranks[0]["seed_state"], one["seed_state"])
+    # Every one of the 4 steps skipped, in every process.
+    assert [float(r["skipped"]) for r in (one, *ranks)] == [4.0, 4.0, 4.0]
 
 
 @pytest.mark.slow
