@@ -5,6 +5,7 @@ import ast
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import pkgutil
 import re
@@ -207,3 +208,24 @@ def test_importing_the_package_leaves_tensorflow_devices_configurable():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "2"
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_on_the_cpu(tmp_path):
+    # The script a CUDA machine runs as one command: its checks and its speed table
+    # must work before a GPU is lent, so they run here on the CPU, small.
+    backend = keras.backend.backend()
+    report = tmp_path / "gpu.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu"]
+    command += ["--backends", backend, "--width", "0.0625", "--speed-width", "0.0625"]
+    command += ["--images", "256", "--epochs", "2", "--batch-sizes", "64"]
+    command += ["--precisions", "float32", "--json", str(report)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"ok   {backend} on the CPU" in result.stdout
+    assert "30 x 50,000 images:" in result.stdout
+    found = json.loads(report.read_text())
+    assert [row["backend"] for row in found["checks"]] == [backend]
+    speeds = {row["backend"]: row for row in found["speed"] if row["kind"] == "train"}
+    assert set(speeds) == {backend, "native-torch"}
+    assert all(row["images_per_second"] > 0 for row in speeds.values())
