@@ -14,7 +14,7 @@ The data are random arrays in memory, so neither TensorFlow nor a download is
 needed (a GPU machine may have only JAX and PyTorch, with Keras beside them).
 
 Examples:
-    # Everything, on a CUDA machine (about 10 minutes on one H100-class GPU):
+    # Everything, on a CUDA machine:
     python benchmarks/gpu_check.py
     # The study's full grid (slower): both batch norms, XLA / torch.compile too:
     python benchmarks/gpu_check.py --batch-sizes 128,512 --jit-compile auto,on --bn both
