@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_resvae import losses
+from keras_resvae.cycles import collecting_cycles
 from keras_resvae.inference import inference
 from keras_resvae.inputs import check_count
 from keras_resvae.metrics.blur import power_spectrum, spectra_high_frequency_ratio
@@ -96,33 +97,37 @@ def evaluate_vae(
         total, verbose=1 if verbose == "auto" else int(verbose), unit_name="image"
     )
     count = 0
-    for index, batch in enumerate(image_batches(images, batch_size, max_images)):
-        z_mean, z_log_var = vae.encode(batch)
-        # One decoder pass at the posterior mean serves the reconstructions and
-        # the learned sigma of both likelihood bounds.
-        mean_logits = vae.decoder(z_mean, training=False)
-        reconstructions = losses.activate(mean_logits, activation)
-        log_sigma = posterior_mean_log_sigma(vae, batch, mean_logits)
-        for name, function in (("mse", per_pixel_mse), ("psnr", psnr), ("ssim", ssim)):
-            sums[name] += _total(function(batch, reconstructions, activation))
-        spectra["original"] = spectra["original"] + power_spectrum(batch, activation)
-        spectra["reconstructed"] = spectra["reconstructed"] + power_spectrum(
-            reconstructions, activation
-        )
-        running_latent.add(z_mean, z_log_var)
-        posterior = (z_mean, z_log_var)
-        sums["elbo"] += _total(negative_elbo(vae, batch, seed + index, posterior, log_sigma))
-        if iwae_samples:
-            sums["iwae"] += _total(
-                importance_weighted_nll(
-                    vae, batch, iwae_samples, seed + index, posterior, log_sigma, chunk_size
-                )
+    with collecting_cycles() as collect:
+        for index, batch in enumerate(image_batches(images, batch_size, max_images)):
+            z_mean, z_log_var = vae.encode(batch)
+            # One decoder pass at the posterior mean serves the reconstructions and
+            # the learned sigma of both likelihood bounds.
+            mean_logits = vae.decoder(z_mean, training=False)
+            reconstructions = losses.activate(mean_logits, activation)
+            log_sigma = posterior_mean_log_sigma(vae, batch, mean_logits)
+            for name, function in (("mse", per_pixel_mse), ("psnr", psnr), ("ssim", ssim)):
+                sums[name] += _total(function(batch, reconstructions, activation))
+            spectra["original"] = spectra["original"] + power_spectrum(batch, activation)
+            spectra["reconstructed"] = spectra["reconstructed"] + power_spectrum(
+                reconstructions, activation
             )
-        if features is not None:
-            kept["images"].append(batch)
-            kept["reconstructions"].append(ops.convert_to_numpy(reconstructions))
-        count += len(batch)
-        progress.update(count)
+            running_latent.add(z_mean, z_log_var)
+            posterior = (z_mean, z_log_var)
+            sums["elbo"] += _total(negative_elbo(vae, batch, seed + index, posterior, log_sigma))
+            if iwae_samples:
+                sums["iwae"] += _total(
+                    importance_weighted_nll(
+                        vae, batch, iwae_samples, seed + index, posterior, log_sigma, chunk_size
+                    )
+                )
+            if features is not None:
+                kept["images"].append(batch)
+                kept["reconstructions"].append(ops.convert_to_numpy(reconstructions))
+            count += len(batch)
+            progress.update(count)
+            # What the batch left in reference cycles (PyTorch) is freed now, not
+            # at a later full collection, so memory does not grow batch by batch.
+            collect()
     if count == 0:
         raise ValueError("evaluate_vae: no images to evaluate (the test set is empty).")
     if total is None or count < total:  # a stream of unknown or shorter length
