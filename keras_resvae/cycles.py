@@ -30,7 +30,9 @@ def collecting_cycles():
     """Yields a function that frees the cyclic garbage made since entry (torch backend).
 
     Elsewhere the function does nothing. On exit the frozen objects are
-    handed back to the collector.
+    handed back to the collector. A process that froze objects itself (a
+    server before it forks) keeps them frozen: then nothing is frozen or
+    unfrozen here, and each collection scans what was made since its freeze.
 
     Example:
     >>> with collecting_cycles() as collect:
@@ -41,9 +43,12 @@ def collecting_cycles():
     if keras.backend.backend() != "torch":
         yield lambda: None
         return
-    gc.collect()
-    gc.freeze()
+    ours = gc.get_freeze_count() == 0
+    if ours:
+        gc.collect()
+        gc.freeze()
     try:
         yield gc.collect
     finally:
-        gc.unfreeze()
+        if ours:
+            gc.unfreeze()

@@ -162,3 +162,12 @@ def test_collecting_cycles_frees_cyclic_garbage_and_unfreezes():
         assert freed >= 1
     else:
         assert freed is None  # nothing to do without torch's pytree cycles
+    # What the process froze itself stays frozen.
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with collecting_cycles() as collect:
+            collect()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
