@@ -422,6 +422,7 @@ def _fit_callbacks(out, config, test_sample, preview, writer):
         DivergenceGuard(advice=_divergence_advice(config)),
     ]
     if not writer:
+        judges[1].warned = True  # process 0 prints the stall message, once
         return judges
     return [
         judges[0],
