@@ -206,9 +206,8 @@ def _seed_generators(model):
 
 
 def batch_statistics(model):
-    """The float non-trainable variables (batch-norm moving statistics) to keep alike."""
-    return [
-        variable
-        for variable in model.non_trainable_variables
-        if "float" in str(variable.dtype) and variable.path.count("seed_generator") == 0
-    ]
+    """The float non-trainable variables (batch-norm moving statistics) to keep alike.
+
+    Seed-generator states are integers, so each process keeps its own noise stream.
+    """
+    return [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
