@@ -210,7 +210,9 @@ def test_resvae_fit_distribute_with_torchrun(tmp_path):
     torch_only()
     out = tmp_path / "run"
     fit = ["--no-python", "resvae", "fit", "--backend", "torch", "--out", str(out)]
-    options = ["--distribute", "--arch", "basic", "--width", "0.125", "--latent-dim", "4"]
+    # With batch norm: its moving statistics are averaged over the processes.
+    options = ["--distribute", "--arch", "resnet18", "--bn", "--width", "0.125"]
+    options += ["--latent-dim", "4"]
     options += ["--limit", "128", "--epochs", "1", "--batch-size", "32"]
     resvae = os.path.join(os.path.dirname(sys.executable), "resvae")
     fit[1] = resvae

@@ -59,7 +59,8 @@ def train_step(model, data):
             # Each process's batch norm saw its own share: keep the moving statistics alike.
             statistics = torch_parallel.batch_statistics(model)
             if statistics:
-                for variable, value in zip(statistics, torch_parallel.average(statistics)):
+                averaged = torch_parallel.average([variable.value for variable in statistics])
+                for variable, value in zip(statistics, averaged):
                     variable.assign(value)
     terms = {name: value.detach() for name, value in terms.items()}
     loss = loss.detach()
