@@ -1,12 +1,14 @@
-"""One 3x3 convolution's forward and gradient time on JAX (XLA:CPU) and TensorFlow (oneDNN).
+"""One 3x3 convolution's forward and gradient time on JAX (XLA:CPU), TensorFlow and PyTorch.
 
-Never part of the test suite. It explains the JAX row of benchmarks/RESULTS.md:
+Never part of the test suite. It explains the JAX rows of benchmarks/RESULTS.md:
 run it on every core and on one (`taskset -c 0`), and compare how each engine
-scales. Each engine runs in its own process.
+scales, or at `--width 1` with `--strides 1,2` to see which of the ResNet-18
+VAE's convolutions each engine is slow at. Each engine runs in its own process.
 
 Examples:
     python benchmarks/conv_threads.py
     taskset -c 0 python benchmarks/conv_threads.py
+    python benchmarks/conv_threads.py --width 1 --strides 1,2 --engines jax,torch
 """
 
 import argparse
@@ -16,8 +18,26 @@ import subprocess
 import sys
 import time
 
-# (batch, height/width, channels): stages of the width-0.25 ResNet-18 VAE at 32x32.
-SHAPES = [(64, 32, 16), (64, 16, 32), (64, 8, 64)]
+BATCH = 64
+# (height/width, channels) of the full-width ResNet-18 VAE's stages at 32x32.
+STAGES = [(32, 64), (16, 128), (8, 256), (4, 512)]
+
+
+def conv_shapes(width, strides, stages=4):
+    """The convolutions to time: (batch, size, size, in channels, out channels, stride).
+
+    Stride 1 is a block's own 3x3 convolution; stride 2 is the first one of the next
+    stage, which halves the size and doubles the channels. Width 0.25 with three
+    stages and stride 1 is the table already in RESULTS.md.
+    """
+    channels = [max(1, round(c * width)) for _, c in STAGES[:stages]]
+    shapes = []
+    for stage, (size, _) in enumerate(STAGES[:stages]):
+        if 1 in strides:
+            shapes.append((BATCH, size, size, channels[stage], channels[stage], 1))
+        if 2 in strides and stage + 1 < stages:
+            shapes.append((BATCH, size, size, channels[stage], channels[stage + 1], 2))
+    return shapes
 
 
 def _median_ms(call, wait, repeats, calls_per_repeat=10):
@@ -42,7 +62,7 @@ def _row(shape, forward, gradient, x, w, repeats):
 
     def wait(outputs):
         return [
-            np.asarray(output)
+            np.asarray(output.detach() if hasattr(output, "detach") else output)
             for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])
         ]
 
@@ -53,71 +73,117 @@ def _row(shape, forward, gradient, x, w, repeats):
     }
 
 
-def _measure_all(forward, gradient, to_tensor, repeats):
-    """Times `forward` and `gradient` at every shape of `SHAPES`, on seeded random inputs."""
+def _measure_all(make_functions, to_tensor, shapes, repeats):
+    """Times forward and gradient at every shape, on seeded random NHWC/HWIO inputs.
+
+    `make_functions(stride)` returns the engine's `(forward, gradient)` for that stride.
+    """
     import numpy as np
 
     results = []
-    for batch, size, channels in SHAPES:
+    for batch, size, _, channels_in, channels_out, stride in shapes:
         rng = np.random.default_rng(0)
-        x = to_tensor(rng.random((batch, size, size, channels), dtype=np.float32))
-        w = to_tensor(rng.random((3, 3, channels, channels), dtype=np.float32))
-        results.append(_row((batch, size, size, channels), forward, gradient, x, w, repeats))
+        x = to_tensor(rng.random((batch, size, size, channels_in), dtype=np.float32))
+        w = to_tensor(rng.random((3, 3, channels_in, channels_out), dtype=np.float32))
+        forward, gradient = make_functions(stride)
+        shape = (batch, size, size, channels_in, channels_out, stride)
+        results.append(_row(shape, forward, gradient, x, w, repeats))
     return results
 
 
-def worker_jax(repeats):
+def worker_jax(shapes, repeats):
     import jax
     import jax.numpy as jnp
 
-    def conv(x, w):
-        return jax.lax.conv_general_dilated(
-            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
+    def make_functions(stride):
+        def conv(x, w):
+            return jax.lax.conv_general_dilated(
+                x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
 
-    forward = jax.jit(conv)
-    gradient = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))
-    return _measure_all(forward, gradient, jnp.asarray, repeats)
+        loss = lambda x, w: jnp.sum(conv(x, w) ** 2)  # noqa: E731
+        return jax.jit(conv), jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+    return _measure_all(make_functions, jnp.asarray, shapes, repeats)
 
 
-def worker_tensorflow(repeats):
+def worker_tensorflow(shapes, repeats):
     import tensorflow as tf
 
-    forward = tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"))
+    def make_functions(stride):
+        forward = tf.function(lambda x, w: tf.nn.conv2d(x, w, stride, "SAME"))
 
-    @tf.function
-    def gradient(x, w):
-        with tf.GradientTape() as tape:
-            tape.watch([x, w])
-            loss = tf.reduce_sum(tf.nn.conv2d(x, w, 1, "SAME") ** 2)
-        return tape.gradient(loss, [x, w])
+        @tf.function
+        def gradient(x, w):
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                loss = tf.reduce_sum(tf.nn.conv2d(x, w, stride, "SAME") ** 2)
+            return tape.gradient(loss, [x, w])
 
-    return _measure_all(forward, gradient, tf.constant, repeats)
+        return forward, gradient
+
+    return _measure_all(make_functions, tf.constant, shapes, repeats)
 
 
-WORKERS = {"jax": worker_jax, "tensorflow": worker_tensorflow}
+def worker_torch(shapes, repeats):
+    """PyTorch's own layout (NCHW), as the native twin and Keras's torch backend run it."""
+    import torch
+    import torch.nn.functional as F
+
+    def to_tensor(array):
+        # NHWC -> NCHW, HWIO -> OIHW.
+        order = (0, 3, 1, 2) if array.shape[0] == BATCH else (3, 2, 0, 1)
+        return torch.from_numpy(array).permute(order).contiguous()
+
+    def make_functions(stride):
+        def forward(x, w):
+            with torch.no_grad():
+                return F.conv2d(x, w, stride=stride, padding=1)
+
+        def gradient(x, w):
+            x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+            loss = (F.conv2d(x, w, stride=stride, padding=1) ** 2).sum()
+            return torch.autograd.grad(loss, (x, w))
+
+        return forward, gradient
+
+    return _measure_all(make_functions, to_tensor, shapes, repeats)
+
+
+WORKERS = {"jax": worker_jax, "tensorflow": worker_tensorflow, "torch": worker_torch}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--width", type=float, default=0.25, help="Channel multiplier.")
+    parser.add_argument("--strides", default="1", help="Comma-separated: 1, 2 or 1,2.")
+    parser.add_argument(
+        "--stages", type=int, default=None, help="Stages (default 3 at width 0.25, else 4)."
+    )
+    parser.add_argument("--engines", default="jax,tensorflow", help="jax, tensorflow, torch.")
     args = parser.parse_args(argv)
+    strides = {int(s) for s in args.strides.split(",")}
+    stages = args.stages or (3 if args.width == 0.25 else 4)
+    shapes = conv_shapes(args.width, strides, stages)
     if args.worker:
-        print("RESULT " + json.dumps(WORKERS[args.worker](args.repeats)))
+        print("RESULT " + json.dumps(WORKERS[args.worker](shapes, args.repeats)))
         return 0
     print(f"CPUs this process may use: {len(os.sched_getaffinity(0))}")
-    for engine in WORKERS:
+    for engine in args.engines.split(","):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         command = [sys.executable, os.path.abspath(__file__), "--worker", engine]
-        command += ["--repeats", str(args.repeats)]
+        command += ["--repeats", str(args.repeats), "--width", str(args.width)]
+        command += ["--strides", args.strides, "--stages", str(stages)]
         output = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
         line = next(x for x in output.stdout.splitlines() if x.startswith("RESULT "))
         for row in json.loads(line[len("RESULT ") :]):
-            shape = "x".join(map(str, row["shape"]))
+            batch, size, _, channels_in, channels_out, stride = row["shape"]
+            shape = f"{batch}x{size}x{size}x{channels_in}->{channels_out} s{stride}"
             print(
-                f"{engine:10s} {shape:12s} forward {row['forward_ms']:6.2f} ms  "
-                f"gradient {row['gradient_ms']:6.2f} ms",
+                f"{engine:10s} {shape:22s} forward {row['forward_ms']:8.2f} ms  "
+                f"gradient {row['gradient_ms']:8.2f} ms",
                 flush=True,
             )
     return 0

@@ -200,7 +200,14 @@ num_scales_option = click.option(
     "--num-scales",
     type=click.IntRange(min=1),
     default=None,
-    help="hvae: latent groups, one per halving of the image side. [default: 3]",
+    help="hvae: resolutions with latent groups, one per halving of the image side. [default: 3]",
+)
+groups_per_scale_option = click.option(
+    "--groups-per-scale",
+    type=click.IntRange(min=1),
+    default=None,
+    help="hvae: latent groups at each of those resolutions; each group's prior sees the "
+    "groups drawn before it, so prior samples get more structure. [default: 1]",
 )
 # The seed seeds NumPy too, which takes 0 to 2**32 - 1.
 SEED_RANGE = click.IntRange(0, 2**32 - 1)
@@ -273,6 +280,7 @@ def main():
     "(the study's) or flattened, keeping every position. [default: average]",
 )
 @num_scales_option
+@groups_per_scale_option
 @dataset_option
 @data_dir_option
 @click.option(
@@ -563,6 +571,7 @@ def sample(run_or_model, num, seed, temperature, out_path):
 )
 @latent_dim_option(COMPARE_DEFAULTS["latent_dim"])
 @num_scales_option
+@groups_per_scale_option
 @batch_size_option
 @lr_option
 @likelihood_option

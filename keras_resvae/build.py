@@ -25,6 +25,7 @@ def build_vae(
     upsampling=None,
     pooling=None,
     num_scales=None,
+    groups_per_scale=None,
     likelihood="gaussian_learned",
     output_activation="sigmoid",
     beta=1.0,
@@ -55,9 +56,12 @@ def build_vae(
         pooling: ResNets only. How the last feature map enters the latent head:
             `"average"` (default, the study's global average pooling) or
             `"flatten"` (keeps every position, as the basic VAE does).
-        num_scales: `hvae` only. Latent groups, one per halving of the image
-            side (default 3: 4x4, 8x8, 16x16 for 32x32 images). For `hvae`,
+        num_scales: `hvae` only. Resolutions with latent groups, one per halving
+            of the image side (default 3: 4x4, 8x8, 16x16 for 32x32 images). For `hvae`,
             `latent_dim` is each group's number of channels.
+        groups_per_scale: `hvae` only. Latent groups at each of those
+            resolutions (default 1). Each group's prior is conditioned on the
+            groups before it, so more groups give the prior more structure.
         likelihood, output_activation, beta, kl_warmup_steps, sigma, seed,
             free_bits, grad_skip_threshold: see `VAE`.
         name: str. The model's name.
@@ -79,6 +83,7 @@ def build_vae(
         upsampling=upsampling,
         pooling=pooling,
         num_scales=num_scales,
+        groups_per_scale=groups_per_scale,
     )
     objective = dict(
         likelihood=likelihood,

@@ -28,6 +28,7 @@ import os
 import statistics
 
 from keras_resvae.architectures import ARCHITECTURES
+from keras_resvae.architectures.registry import HIERARCHY_OPTIONS
 from keras_resvae.callbacks import write_json_atomically
 from keras_resvae.child_run import fit_run_in_child
 from keras_resvae.runs import (
@@ -93,13 +94,14 @@ def variant_options(name, shared):
     so the two have about the same parameter count at one width); the basic
     VAE keeps the study's 32 and 64 filters, which is already small (at width
     0.25 it had 43k parameters and had not learned the digits after 8 epochs).
-    `num_scales` applies to the hierarchical variants only.
+    `num_scales` and `groups_per_scale` apply to the hierarchical variants only.
     """
     options = {**shared, **parse_variant(name)}
     if options["arch"] == "basic":
         options.pop("width", None)
     if not ARCHITECTURES[options["arch"]].hierarchical:
-        options.pop("num_scales", None)
+        for option in HIERARCHY_OPTIONS:
+            options.pop(option, None)
     return options
 
 
@@ -200,7 +202,8 @@ def run_comparison(
             a debugger or a patched function needs.
         **fit_options: the shared budget and data, any `fit_run` option
             (`dataset`, `epochs`, `limit`, `width`, `latent_dim`, `likelihood`,
-            `seed`, ...; `num_scales` reaches the hierarchical variants only).
+            `seed`, ...; `num_scales` and `groups_per_scale` reach the
+            hierarchical variants only).
             Defaults: `COMPARE_DEFAULTS`, then `FIT_DEFAULTS`.
 
     Returns:
@@ -218,10 +221,11 @@ def run_comparison(
     if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 1:
         raise ValueError(f"`repeats` must be an integer >= 1. Received: {repeats!r}")
     hierarchical = [n for n in names if ARCHITECTURES[parse_variant(n)["arch"]].hierarchical]
-    if shared.get("num_scales") is not None and not hierarchical:
+    given = [option for option in HIERARCHY_OPTIONS if shared.get(option) is not None]
+    if given and not hierarchical:
         raise ValueError(
-            f"`num_scales` sets the latent groups of hierarchical variants (hvae), and none of "
-            f"{names} is one: add hvae to the variants or leave num_scales out."
+            f"`{given[0]}` sets the latent groups of hierarchical variants (hvae), and none of "
+            f"{names} is one: add hvae to the variants or leave {given[0]} out."
         )
     from keras_resvae import report
 

@@ -1,4 +1,4 @@
-"""The hierarchical residual VAE: one group of spatial latents per resolution.
+"""The hierarchical residual VAE: groups of spatial latents at several resolutions.
 
 The model is a `VAE` whose latent code is the standardised noise of every
 group, flattened: eps_l = (z_l - p_mean_l) / p_std_l, with prior N(0, I). Its
@@ -56,6 +56,9 @@ class PosteriorMeanPath(_TopDown):
         super().__init__(networks, **kwargs)
         self.bottom_up = networks["bottom_up"]
         self.posteriors = list(networks["posteriors"])
+        # Every group at a resolution reads the bottom-up features of that resolution.
+        feature_sizes = [tuple(output.shape[1:3]) for output in self.bottom_up.outputs]
+        self.feature_index = [feature_sizes.index(shape[:2]) for shape in self.group_shapes]
 
     def walk(self, images, training=False, noise=None):
         """Runs the posterior path; returns the last state and every group's moments.
@@ -75,7 +78,8 @@ class PosteriorMeanPath(_TopDown):
         groups = []
         for index, posterior in enumerate(self.posteriors):
             p_mean, p_log_var, feature = self._prior(index, h, training)
-            d_mean, d_log_var = posterior([h, features[index]], training=training)
+            group_features = features[self.feature_index[index]]
+            d_mean, d_log_var = posterior([h, group_features], training=training)
             # Residual posterior (NVAE): q is parameterised as an offset from p.
             q_mean = p_mean + ops.cast(d_mean, "float32")
             q_log_var = clip_log_var(p_log_var + ops.cast(d_log_var, "float32"))
@@ -231,7 +235,7 @@ class HierarchicalVAE(VAE):
 
     @property
     def kl_group_sizes(self):
-        """Latent dimensions of each group that `free_bits` floors: one group per resolution."""
+        """Latent dimensions of each group that `free_bits` floors, smallest resolution first."""
         return [h * w * c for h, w, c in self.group_shapes]
 
     def call(self, images, training=False):

@@ -65,7 +65,16 @@ EVAL_BATCH_SIZE = 64
 EVALUATION_OPTIONS = ("max_images", "iwae_samples", "features", "seed", "batch_size")
 # Test images whose reconstructions are checked after each epoch for a stall.
 STALL_IMAGES = 256
-ARCH_OPTIONS = ("use_batch_norm", "skip", "width", "stem", "upsampling", "pooling", "num_scales")
+ARCH_OPTIONS = (
+    "use_batch_norm",
+    "skip",
+    "width",
+    "stem",
+    "upsampling",
+    "pooling",
+    "num_scales",
+    "groups_per_scale",
+)
 
 # What `fit_run` takes, with its defaults (the CLI's defaults come from here too).
 FIT_DEFAULTS = dict(
@@ -78,6 +87,7 @@ FIT_DEFAULTS = dict(
     upsampling=None,
     pooling=None,
     num_scales=None,
+    groups_per_scale=None,
     dataset="digits",
     data_dir=None,
     center=False,

@@ -150,20 +150,22 @@ def test_each_run_is_evaluated_once_with_the_comparison_s_settings(tmp_path, mon
 
 def test_a_hierarchical_vae_s_row_has_its_groups(tmp_path):
     out = tmp_path / "report"
-    # --num-scales sets hvae's groups and leaves the flat variants as they are.
+    # --num-scales and --groups-per-scale set hvae's groups and leave the flat
+    # variants as they are.
     result = invoke(
-        "--out", out, "--variants", "basic,hvae", "--num-scales", 2, "--in-process", *TINY
-    )
+        "--out", out, "--variants", "basic,hvae", "--num-scales", 2, "--groups-per-scale", 2,
+        "--in-process", *TINY,
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     with open(out / "results.csv") as file:
         basic_row, row = list(csv.DictReader(file))
     assert basic_row["variant"] == "basic" and row["variant"] == "hvae"
     assert not basic_row.get("kl_group1")
     config = json.loads((out / "runs" / "hvae" / "config.json").read_text())
-    assert config["num_scales"] == 2
+    assert config["num_scales"] == 2 and config["groups_per_scale"] == 2
     metrics = json.loads((out / "runs" / "hvae" / "evaluation.json").read_text())
     groups = len(metrics["group_sizes"])
-    assert groups == 2
+    assert groups == 4
     with open(out / "runs" / "hvae" / "history.csv") as file:
         last = list(csv.DictReader(file))[-1]
     for index in range(1, groups + 1):
@@ -181,8 +183,9 @@ def test_a_hierarchical_vae_s_row_has_its_groups(tmp_path):
     assert cells in table and "each latent group's KL term" in table
 
 
-def test_num_scales_without_a_hierarchical_variant_is_refused(tmp_path):
-    result = invoke("--out", tmp_path / "report", "--variants", "basic", "--num-scales", 2)
+@pytest.mark.parametrize("option", ["--num-scales", "--groups-per-scale"])
+def test_hierarchy_options_without_a_hierarchical_variant_are_refused(tmp_path, option):
+    result = invoke("--out", tmp_path / "report", "--variants", "basic", option, 2)
     assert result.exit_code == 1
     assert "add hvae to the variants" in result.output
     assert not (tmp_path / "report").exists()

@@ -57,12 +57,52 @@ def test_channels_double_with_each_halving_of_the_side():
     assert tuple(vae.decoder.head.inputs[0].shape[1:]) == (16, 16, 8)
 
 
+def test_several_groups_per_scale_share_their_resolution_s_features():
+    vae = tiny_hvae(groups_per_scale=2)
+    assert vae.group_shapes == [(4, 4, 2), (4, 4, 2), (8, 8, 2), (8, 8, 2)]
+    assert vae.latent_dim == 2 * (4 * 4 * 2 + 8 * 8 * 2)
+    assert vae.encoder.feature_index == [0, 0, 1, 1]
+    # Within a resolution the state keeps its size; the last group's merge moves it on.
+    assert [tuple(merge.outputs[0].shape[1:]) for merge in vae.encoder.merges] == [
+        (4, 4, 32),
+        (8, 8, 16),
+        (8, 8, 16),
+        (16, 16, 8),
+    ]
+    vae, history = trained(vae, epochs=4)
+    assert history["loss"][-1] < history["loss"][0]
+    groups = [history[f"kl_group{index}"] for index in range(1, 5)]
+    np.testing.assert_allclose(np.sum(groups, axis=0), history["kl_loss"], rtol=1e-4)
+    images = blob_images(5, seed=3)
+    z_mean, _ = vae.encode(images)
+    np.testing.assert_allclose(to_numpy(vae.decode(z_mean)), to_numpy(vae(images)), atol=1e-5)
+    # The second 4x4 group's prior is conditioned on the first group: changing
+    # only the first group's noise moves the second group's prior mean.
+    eps = keras.random.normal((2, vae.latent_dim), seed=0)
+    first = 4 * 4 * 2
+    moved = keras.ops.concatenate([eps[:, :first] + 1.0, eps[:, first:]], axis=-1)
+    decoder = vae.decoder
+
+    def second_prior_mean(noise):
+        h = decoder.start(noise)
+        p_mean, p_log_var, feature = decoder._prior(0, h, False)
+        z = p_mean + keras.ops.exp(0.5 * p_log_var) * keras.ops.reshape(
+            noise[:, :first], (-1, 4, 4, 2)
+        )
+        h = decoder.merges[0]([h, feature, z])
+        return to_numpy(decoder._prior(1, h, False)[0])
+
+    assert np.abs(second_prior_mean(eps) - second_prior_mean(moved)).max() > 1e-4
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(skip=True), "`skip` does not apply to 'hvae'"),
         (dict(num_scales=5), "use fewer scales"),
         (dict(num_scales=0), "`num_scales` must be at least 1"),
+        (dict(groups_per_scale=0), "`groups_per_scale` must be at least 1"),
+        (dict(groups_per_scale=1.5), "`groups_per_scale` must be an integer"),
         (dict(stem="cifar"), "`stem` applies only to"),
     ],
 )
@@ -71,6 +111,8 @@ def test_bad_options_are_clear_errors(kwargs, message):
         tiny_hvae(**kwargs)
     with pytest.raises(ValueError, match="`num_scales` applies only to"):
         keras_resvae.build_vae("resnet18", (16, 16, 1), 2, num_scales=2)
+    with pytest.raises(ValueError, match="`groups_per_scale` applies only to"):
+        keras_resvae.build_vae("basic", (16, 16, 1), 2, groups_per_scale=2)
 
 
 def test_decoding_the_encoded_means_retraces_the_posterior_mean_path():

@@ -242,36 +242,52 @@ def build_hierarchy(
     width=1.0,
     blocks_per_scale=1,
     use_batch_norm=False,
+    groups_per_scale=1,
 ):
     """Every network of a hierarchical VAE, as a dict (see `HierarchicalVAE`).
 
     Args:
         image_shape: `(height, width, channels)`.
         latent_channels: int. Channels of each group's spatial latent map.
-        num_scales: int. Latent groups, one per halving of the image side.
+        num_scales: int. Resolutions with latent groups, one per halving of
+            the image side.
         width: float. Multiplier on the channels (`scale_channels`): 64 at
             full resolution at width 1, doubling with each halving of the side.
         blocks_per_scale: int. Residual blocks per scale, up and down.
         use_batch_norm: bool. Batch norm in the residual blocks.
+        groups_per_scale: int. Latent groups at each resolution. With more
+            than one, each group's prior is conditioned on the groups drawn
+            before it at the same resolution, so the prior can correlate
+            neighbouring positions, which one factorised group per resolution
+            cannot (VDVAE and NVAE use several per resolution).
 
     Returns:
-        `{"bottom_up", "start", "priors", "posteriors", "merges", "head"}`.
+        `{"bottom_up", "start", "priors", "posteriors", "merges", "head"}`:
+        one prior, posterior and merge per group, smallest resolution first.
 
     Example:
     >>> networks = build_hierarchy((32, 32, 3), latent_channels=4, num_scales=3)
+    >>> len(build_hierarchy((32, 32, 3), 4, 3, groups_per_scale=2)["priors"])  # 6
     """
     channels = scale_channels(num_scales, width)
     sizes = latent_sizes(image_shape, num_scales)
-    # The top-down cells run from the smallest group to the largest.
-    group_channels = channels[:0:-1]
-    next_sizes = sizes[1:] + [tuple(image_shape[:2])]
-    next_channels = group_channels[1:] + [channels[0]]
-    cells = list(zip(sizes, group_channels, next_sizes, next_channels))
+    # The top-down cells run from the smallest group to the largest; after the
+    # last group of a resolution, the state moves to the next one.
+    scale_group_channels = channels[:0:-1]
+    scale_next = list(
+        zip(sizes[1:] + [tuple(image_shape[:2])], scale_group_channels[1:] + [channels[0]])
+    )
+    cells = []
+    for scale, (size, cell_channels) in enumerate(zip(sizes, scale_group_channels)):
+        for group in range(int(groups_per_scale)):
+            last = group == int(groups_per_scale) - 1
+            next_size, next_channels = scale_next[scale] if last else (size, cell_channels)
+            cells.append((size, cell_channels, next_size, next_channels))
     return {
         "bottom_up": build_bottom_up(
             image_shape, sizes, channels, blocks_per_scale, use_batch_norm
         ),
-        "start": LearnedStart(sizes[0], group_channels[0], name="start"),
+        "start": LearnedStart(sizes[0], scale_group_channels[0], name="start"),
         "priors": [
             build_prior(size, cell_channels, latent_channels, f"prior{index}")
             for index, (size, cell_channels, _, _) in enumerate(cells, 1)

@@ -42,7 +42,7 @@ class Architecture:
             norm, skip and width).
         decoder_options: names of the decoder's extra options.
         build_hierarchy: for a hierarchical VAE, `(image_shape, latent_channels,
-            num_scales, width, use_batch_norm) -> networks` (see
+            num_scales, width, use_batch_norm, groups_per_scale) -> networks` (see
             `keras_resvae.HierarchicalVAE`); None for an encoder/decoder pair.
     """
 
@@ -62,8 +62,12 @@ class Architecture:
 
     @property
     def hierarchical(self):
-        """True for a hierarchical VAE (one latent group per resolution)."""
+        """True for a hierarchical VAE (groups of latents at several resolutions)."""
         return self.build_hierarchy is not None
+
+
+# The options only a hierarchical VAE takes.
+HIERARCHY_OPTIONS = ("num_scales", "groups_per_scale")
 
 
 def _resnet(name, block_type, stage_blocks, summary):
@@ -107,13 +111,16 @@ ARCHITECTURES = {
             build_encoder=None,
             build_decoder=None,
             default_use_batch_norm=False,
-            encoder_options=("num_scales",),
+            encoder_options=HIERARCHY_OPTIONS,
             build_hierarchy=build_hierarchy,
         ),
     )
 }
-# Latent groups of the hierarchical VAE: one per halving of the image side.
+# Resolutions with latent groups in the hierarchical VAE: one per halving of the
+# image side. One group at each: more gives prior samples with more structure,
+# at about a third more time per extra group per scale (see README).
 DEFAULT_NUM_SCALES = 3
+DEFAULT_GROUPS_PER_SCALE = 1
 
 
 def get_architecture(name):
@@ -165,6 +172,7 @@ def resolve_architecture(
     upsampling=None,
     pooling=None,
     num_scales=None,
+    groups_per_scale=None,
 ):
     """Validates every option and fills in the defaults.
 
@@ -185,6 +193,7 @@ def resolve_architecture(
         "upsampling": upsampling,
         "pooling": pooling,
         "num_scales": num_scales,
+        "groups_per_scale": groups_per_scale,
     }
     unsupported = [k for k, v in given.items() if v is not None and k not in architecture.options]
     if unsupported:
@@ -222,14 +231,23 @@ def resolve_architecture(
                 f"`skip` does not apply to {arch!r}: its inference network already takes the "
                 "features of every resolution into the latent groups. Received: skip=True"
             )
-        num_scales = DEFAULT_NUM_SCALES if num_scales is None else num_scales
-        if isinstance(num_scales, bool) or not isinstance(num_scales, numbers.Integral):
-            raise ValueError(f"`num_scales` must be an integer. Received: {num_scales!r}")
-        if num_scales < 1:
-            raise ValueError(f"`num_scales` must be at least 1. Received: {num_scales!r}")
+        num_scales = _positive_integer(num_scales, "num_scales", DEFAULT_NUM_SCALES)
         latent_sizes(image_shape, num_scales)  # refuses groups smaller than 2x2
-        config["num_scales"] = int(num_scales)
+        config["num_scales"] = num_scales
+        config["groups_per_scale"] = _positive_integer(
+            groups_per_scale, "groups_per_scale", DEFAULT_GROUPS_PER_SCALE
+        )
     return config
+
+
+def _positive_integer(value, name, default):
+    """`value` as an int of at least 1, or `default` for None."""
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"`{name}` must be an integer. Received: {value!r}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be at least 1. Received: {value!r}")
+    return int(value)
 
 
 def build_networks(arch, image_shape, latent_dim, **options):
@@ -292,4 +310,6 @@ def build_hierarchy_networks(config):
         num_scales=config["num_scales"],
         width=config["width"],
         use_batch_norm=config["use_batch_norm"],
+        # A configuration saved before the option existed had one group per scale.
+        groups_per_scale=config.get("groups_per_scale", DEFAULT_GROUPS_PER_SCALE),
     )
