@@ -8,7 +8,8 @@ VAE's convolutions each engine is slow at. Each engine runs in its own process.
 Examples:
     python benchmarks/conv_threads.py
     taskset -c 0 python benchmarks/conv_threads.py
-    python benchmarks/conv_threads.py --width 1 --strides 1,2 --engines jax,torch
+    python benchmarks/conv_threads.py --width 1 --strides 1,2 --engines jax,tensorflow,torch \
+        --split-gradients
 """
 
 import argparse
@@ -56,8 +57,16 @@ def _median_ms(call, wait, repeats, calls_per_repeat=10):
     return 1000 * sorted(times)[len(times) // 2]
 
 
-def _row(shape, forward, gradient, x, w, repeats):
-    """Median times of `forward(x, w)` and `gradient(x, w)`, waiting for their results."""
+# What each gradient function differentiates with respect to: (input, kernel).
+GRADIENTS = {
+    "gradient": (True, True),
+    "input_gradient": (True, False),
+    "kernel_gradient": (False, True),
+}
+
+
+def _row(shape, forward, gradients, x, w, repeats):
+    """Median times of `forward(x, w)` and of each of `gradients` (name -> function)."""
     import numpy as np
 
     def wait(outputs):
@@ -66,17 +75,18 @@ def _row(shape, forward, gradient, x, w, repeats):
             for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])
         ]
 
-    return {
-        "shape": list(shape),
-        "forward_ms": _median_ms(lambda: forward(x, w), wait, repeats),
-        "gradient_ms": _median_ms(lambda: gradient(x, w), wait, repeats),
-    }
+    row = {"shape": list(shape), "forward_ms": _median_ms(lambda: forward(x, w), wait, repeats)}
+    for name, gradient in gradients.items():
+        row[f"{name}_ms"] = _median_ms(lambda: gradient(x, w), wait, repeats)  # noqa: B023
+    return row
 
 
-def _measure_all(make_functions, to_tensor, shapes, repeats):
-    """Times forward and gradient at every shape, on seeded random NHWC/HWIO inputs.
+def _measure_all(make_functions, to_tensor, shapes, repeats, split):
+    """Times forward and gradients at every shape, on seeded random NHWC/HWIO inputs.
 
-    `make_functions(stride)` returns the engine's `(forward, gradient)` for that stride.
+    `make_functions(stride)` returns the engine's `(forward, gradient)` for that
+    stride, where `gradient(wrt_input, wrt_kernel)` makes the gradient function.
+    `split` also times the input's and the kernel's gradients alone.
     """
     import numpy as np
 
@@ -86,12 +96,14 @@ def _measure_all(make_functions, to_tensor, shapes, repeats):
         x = to_tensor(rng.random((batch, size, size, channels_in), dtype=np.float32))
         w = to_tensor(rng.random((3, 3, channels_in, channels_out), dtype=np.float32))
         forward, gradient = make_functions(stride)
+        names = GRADIENTS if split else ["gradient"]
+        gradients = {name: gradient(*GRADIENTS[name]) for name in names}
         shape = (batch, size, size, channels_in, channels_out, stride)
-        results.append(_row(shape, forward, gradient, x, w, repeats))
+        results.append(_row(shape, forward, gradients, x, w, repeats))
     return results
 
 
-def worker_jax(shapes, repeats):
+def worker_jax(shapes, repeats, split):
     import jax
     import jax.numpy as jnp
 
@@ -101,31 +113,39 @@ def worker_jax(shapes, repeats):
                 x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
             )
 
-        loss = lambda x, w: jnp.sum(conv(x, w) ** 2)  # noqa: E731
-        return jax.jit(conv), jax.jit(jax.grad(loss, argnums=(0, 1)))
+        def gradient(wrt_input, wrt_kernel):
+            argnums = tuple(i for i, wanted in enumerate((wrt_input, wrt_kernel)) if wanted)
+            loss = lambda x, w: jnp.sum(conv(x, w) ** 2)  # noqa: E731
+            return jax.jit(jax.grad(loss, argnums=argnums))
 
-    return _measure_all(make_functions, jnp.asarray, shapes, repeats)
+        return jax.jit(conv), gradient
+
+    return _measure_all(make_functions, jnp.asarray, shapes, repeats, split)
 
 
-def worker_tensorflow(shapes, repeats):
+def worker_tensorflow(shapes, repeats, split):
     import tensorflow as tf
 
     def make_functions(stride):
         forward = tf.function(lambda x, w: tf.nn.conv2d(x, w, stride, "SAME"))
 
-        @tf.function
-        def gradient(x, w):
-            with tf.GradientTape() as tape:
-                tape.watch([x, w])
-                loss = tf.reduce_sum(tf.nn.conv2d(x, w, stride, "SAME") ** 2)
-            return tape.gradient(loss, [x, w])
+        def gradient(wrt_input, wrt_kernel):
+            @tf.function
+            def function(x, w):
+                sources = [t for t, wanted in zip((x, w), (wrt_input, wrt_kernel)) if wanted]
+                with tf.GradientTape() as tape:
+                    tape.watch(sources)
+                    loss = tf.reduce_sum(tf.nn.conv2d(x, w, stride, "SAME") ** 2)
+                return tape.gradient(loss, sources)
+
+            return function
 
         return forward, gradient
 
-    return _measure_all(make_functions, tf.constant, shapes, repeats)
+    return _measure_all(make_functions, tf.constant, shapes, repeats, split)
 
 
-def worker_torch(shapes, repeats):
+def worker_torch(shapes, repeats, split):
     """PyTorch's own layout (NCHW), as the native twin and Keras's torch backend run it."""
     import torch
     import torch.nn.functional as F
@@ -140,14 +160,19 @@ def worker_torch(shapes, repeats):
             with torch.no_grad():
                 return F.conv2d(x, w, stride=stride, padding=1)
 
-        def gradient(x, w):
-            x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
-            loss = (F.conv2d(x, w, stride=stride, padding=1) ** 2).sum()
-            return torch.autograd.grad(loss, (x, w))
+        def gradient(wrt_input, wrt_kernel):
+            def function(x, w):
+                x = x.detach().requires_grad_(wrt_input)
+                w = w.detach().requires_grad_(wrt_kernel)
+                sources = [t for t, wanted in zip((x, w), (wrt_input, wrt_kernel)) if wanted]
+                loss = (F.conv2d(x, w, stride=stride, padding=1) ** 2).sum()
+                return torch.autograd.grad(loss, sources)
+
+            return function
 
         return forward, gradient
 
-    return _measure_all(make_functions, to_tensor, shapes, repeats)
+    return _measure_all(make_functions, to_tensor, shapes, repeats, split)
 
 
 WORKERS = {"jax": worker_jax, "tensorflow": worker_tensorflow, "torch": worker_torch}
@@ -163,12 +188,18 @@ def main(argv=None):
         "--stages", type=int, default=None, help="Stages (default 3 at width 0.25, else 4)."
     )
     parser.add_argument("--engines", default="jax,tensorflow", help="jax, tensorflow, torch.")
+    parser.add_argument(
+        "--split-gradients",
+        action="store_true",
+        help="Also time the input's and the kernel's gradients alone.",
+    )
     args = parser.parse_args(argv)
     strides = {int(s) for s in args.strides.split(",")}
     stages = args.stages or (3 if args.width == 0.25 else 4)
     shapes = conv_shapes(args.width, strides, stages)
     if args.worker:
-        print("RESULT " + json.dumps(WORKERS[args.worker](shapes, args.repeats)))
+        rows = WORKERS[args.worker](shapes, args.repeats, args.split_gradients)
+        print("RESULT " + json.dumps(rows))
         return 0
     print(f"CPUs this process may use: {len(os.sched_getaffinity(0))}")
     for engine in args.engines.split(","):
@@ -176,16 +207,19 @@ def main(argv=None):
         command = [sys.executable, os.path.abspath(__file__), "--worker", engine]
         command += ["--repeats", str(args.repeats), "--width", str(args.width)]
         command += ["--strides", args.strides, "--stages", str(stages)]
+        command += ["--split-gradients"] if args.split_gradients else []
         output = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
         line = next(x for x in output.stdout.splitlines() if x.startswith("RESULT "))
         for row in json.loads(line[len("RESULT ") :]):
             batch, size, _, channels_in, channels_out, stride = row["shape"]
             shape = f"{batch}x{size}x{size}x{channels_in}->{channels_out} s{stride}"
-            print(
-                f"{engine:10s} {shape:22s} forward {row['forward_ms']:8.2f} ms  "
-                f"gradient {row['gradient_ms']:8.2f} ms",
-                flush=True,
-            )
+            times = f"forward {row['forward_ms']:8.2f} ms  gradient {row['gradient_ms']:8.2f} ms"
+            if args.split_gradients:
+                times += (
+                    f"  (input alone {row['input_gradient_ms']:8.2f} ms, "
+                    f"kernel alone {row['kernel_gradient_ms']:8.2f} ms)"
+                )
+            print(f"{engine:10s} {shape:22s} {times}", flush=True)
     return 0
 
 

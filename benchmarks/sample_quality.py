@@ -5,12 +5,11 @@ the built-in digits' training split (the images `resvae fit --dataset digits`
 trains on, labels from scikit-learn), then reads the test digits, the model's
 prior samples and, for scale, uniform noise. For each it prints:
 
-- confidence: the mean over images of the classifier's largest class
-  probability. A legible digit gets a high one; a blob between classes a low one.
 - digit score: exp(E[KL(p(y|x) || p(y))]), the Inception Score computed with
-  this classifier: 1 when every image looks alike and undecided, 10 when each is
-  confidently one digit and the ten are equally common. It rewards legibility
-  and variety together.
+  this classifier: 1 when every image gets the same class probabilities, 10
+  when each is confidently one digit and the ten are equally common. It
+  rewards legibility and variety together. (The classifier's confidence alone
+  says little: it calls uniform noise a 4 with 0.8 confidence.)
 - classes: how often each digit is the classifier's choice.
 
 It is a classifier on 8x8 scans resized to 28x28, not a perceptual judge:
@@ -47,14 +46,13 @@ def _features(images):
 
 
 def scores(classifier, images):
-    """`{"confidence", "digit_score", "classes"}` of `images` (pixels in [0, 1])."""
+    """`{"digit_score", "classes"}` of `images` (pixels in [0, 1])."""
     probabilities = classifier.predict_proba(_features(images))
     marginal = probabilities.mean(axis=0)
     eps = 1e-12
     kl = np.sum(probabilities * (np.log(probabilities + eps) - np.log(marginal + eps)), axis=1)
     classes = np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1])
     return {
-        "confidence": float(probabilities.max(axis=1).mean()),
         "digit_score": float(np.exp(kl.mean())),
         "classes": classes.tolist(),
     }
@@ -79,7 +77,7 @@ def prior_samples(path, count, temperature, seed):
 
 def _row(name, result):
     classes = " ".join(f"{count:4d}" for count in result["classes"])
-    return f"{name:40s} {result['confidence']:10.3f} {result['digit_score']:11.2f}   {classes}"
+    return f"{name:50s} {result['digit_score']:11.2f}   {classes}"
 
 
 def main(argv=None):
@@ -93,7 +91,7 @@ def main(argv=None):
 
     classifier, x_test, accuracy = train_classifier(args.seed)
     print(f"classifier: logistic regression, test accuracy {accuracy:.3f}")
-    print(f"{'images':40s} {'confidence':>10s} {'digit score':>11s}   classes 0-9")
+    print(f"{'images':50s} {'digit score':>11s}   classes 0-9")
     rows = {}
     noise = np.random.default_rng(args.seed).random(x_test.shape, dtype="float32")
     for name, images in (("test digits", x_test), ("uniform noise", noise)):
