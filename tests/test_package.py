@@ -229,3 +229,25 @@ def test_the_gpu_check_runs_on_the_cpu(tmp_path):
     speeds = {row["backend"]: row for row in found["speed"] if row["kind"] == "train"}
     assert set(speeds) == {backend, "native-torch"}
     assert all(row["images_per_second"] > 0 for row in speeds.values())
+
+
+def test_the_sample_quality_score_tells_digits_from_noise(tmp_path):
+    # benchmarks/sample_quality.py's digit score is what the README's prior-sample
+    # table reports: it must rank the test digits far above noise, and score a model.
+    spec = importlib.util.spec_from_file_location(
+        "sample_quality", ROOT / "benchmarks" / "sample_quality.py"
+    )
+    sample_quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sample_quality)
+    model = tmp_path / "tiny.keras"
+    keras_resvae.build_vae("basic", (28, 28, 1), 2, seed=0).save(model)
+    report = tmp_path / "scores.json"
+    assert sample_quality.main([str(model), "--samples", "300", "--json", str(report)]) == 0
+    found = json.loads(report.read_text())
+    assert found["classifier_accuracy"] > 0.9
+    rows = found["rows"]
+    assert rows["test digits"]["digit_score"] > 6 > 2 > rows["uniform noise"]["digit_score"]
+    model_row = rows[f"{model} (T=1)"]
+    assert sum(model_row["classes"]) == 300
+    # An untrained decoder's samples are all alike: no digit at all.
+    assert 1 <= model_row["digit_score"] < 2
