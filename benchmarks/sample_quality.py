@@ -60,19 +60,17 @@ def scores(classifier, images):
 
 def prior_samples(path, count, temperature, seed):
     """`count` prior samples of the model of a run folder or `.keras` file, in [0, 1]."""
+    from keras_resvae.callbacks import to_unit_numpy
     from keras_resvae.runs import load_run
 
     model, _ = load_run(path)
-    generator_seed = seed
-    samples = []
-    while sum(len(batch) for batch in samples) < count:
-        batch = model.sample(min(256, count), seed=generator_seed, temperature=temperature)
-        samples.append(np.asarray(batch.detach().cpu() if hasattr(batch, "detach") else batch))
-        generator_seed += 1
-    images = np.concatenate(samples)[:count]
-    if model.output_activation == "tanh":
-        images = (images + 1.0) / 2.0
-    return images
+    samples, drawn = [], 0
+    # Batches of at most 256, each with its own seed, so memory stays small.
+    for batch_seed in range(seed, seed + -(-count // 256)):
+        batch = model.sample(min(256, count - drawn), seed=batch_seed, temperature=temperature)
+        samples.append(to_unit_numpy(batch, model.output_activation))
+        drawn += len(samples[-1])
+    return np.concatenate(samples)
 
 
 def _row(name, result):
