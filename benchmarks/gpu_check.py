@@ -3,12 +3,13 @@
 Never part of the test suite (the tests run its checks on the CPU with `--cpu`).
 First, for every Keras backend installed (TensorFlow, JAX, PyTorch), a check in
 a process of its own: the backend sees a GPU and the model's weights live on it;
-`fit` (float32 and mixed_bfloat16) gives finite losses that go down; `evaluate_vae`
-(with IWAE), `sample` and `reconstruct` give finite numbers of the right shapes;
-a `.keras` round trip decodes as the original did. Then, unless `--checks-only`,
-the speed of the full-width ResNet-18 VAE (32x32x3, latent 128, 26.4 M parameters)
-on every backend that passed, against the native PyTorch twin
-(`benchmarks/throughput.py`), with the time 30 epochs of 50,000 images would take.
+`fit` in each of `--precisions` (float32 and mixed_bfloat16 unless told) gives
+finite losses that go down; `evaluate_vae` (with IWAE), `sample` and `reconstruct`
+give finite numbers of the right shapes; a `.keras` round trip decodes as the
+original did. Then, unless `--checks-only`, the speed of the full-width ResNet-18
+VAE (32x32x3, latent 128, 26.4 M parameters) on every backend that passed, against
+the native PyTorch twin (`benchmarks/throughput.py`), with the time 30 epochs of
+50,000 images would take.
 
 The data are random arrays in memory, so neither TensorFlow nor a download is
 needed (a GPU machine may have only JAX and PyTorch, with Keras beside them).
@@ -62,7 +63,7 @@ def _gpu_visible(backend):
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def check(backend, width, allow_cpu):
+def check(backend, width, allow_cpu, precisions=("float32", "mixed_bfloat16")):
     """The checks on Keras's current backend; returns a dict of what was found."""
     import keras
     import numpy as np
@@ -76,7 +77,7 @@ def check(backend, width, allow_cpu):
         raise RuntimeError(f"{backend} sees no GPU (run with --cpu to check on the CPU)")
     rng = np.random.default_rng(0)
     images = rng.uniform(0.0, 1.0, (512, *SHAPE)).astype("float32")
-    for precision in ("float32", "mixed_bfloat16"):
+    for precision in precisions:
         keras.utils.set_random_seed(0)
         with precision_scope(precision):
             vae = keras_resvae.build_vae("resnet18", SHAPE, 16, width=width, seed=0)
@@ -118,7 +119,8 @@ def check(backend, width, allow_cpu):
 def _run_check(backend, args):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     command = [sys.executable, os.path.abspath(__file__), "--worker", backend]
-    command += ["--width", str(args.width)] + (["--cpu"] if args.cpu else [])
+    command += ["--width", str(args.width), "--precisions", args.precisions]
+    command += ["--cpu"] if args.cpu else []
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
@@ -144,7 +146,11 @@ def main(argv=None):
         "--speed-width", default="1", help="the timed model's width [default 1: the study's]"
     )
     parser.add_argument("--batch-sizes", default="512")
-    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument(
+        "--precisions",
+        default="float32,mixed_bfloat16",
+        help="the precisions checked and timed [default float32,mixed_bfloat16]",
+    )
     parser.add_argument("--jit-compile", default="auto")
     parser.add_argument("--bn", choices=("off", "on", "both"), default="off")
     parser.add_argument("--images", type=int, default=10_000, help="images per timed epoch")
@@ -153,7 +159,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.worker:
-        print("RESULT " + json.dumps(check(args.worker, args.width, args.cpu)), flush=True)
+        precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
+        found = check(args.worker, args.width, args.cpu, precisions)
+        print("RESULT " + json.dumps(found), flush=True)
         return 0
 
     backends = [name.strip() for name in args.backends.split(",") if name.strip()]
@@ -165,10 +173,14 @@ def main(argv=None):
             print(f"FAIL {backend}: {row['error']}", flush=True)
         else:
             where = "GPU" if row["gpu"] else "CPU"
+            fits = ", ".join(
+                f"{key[len('losses_') :]} {value}"
+                for key, value in row.items()
+                if key.startswith("losses_")
+            )
             print(
                 f"ok   {backend} on the {where} (weights on {row['weights_on']}): "
-                f"fit float32 {row['losses_float32']}, mixed_bfloat16 "
-                f"{row['losses_mixed_bfloat16']}; evaluate mse {row['mse']}; .keras "
+                f"fit {fits}; evaluate mse {row['mse']}; .keras "
                 f"round trip within {row['reload_difference']:.1g}",
                 flush=True,
             )

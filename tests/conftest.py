@@ -1,8 +1,20 @@
 """Shared fixtures: tiny models and structured tiny data, on whatever backend is set."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if os.environ.get("KERAS_BACKEND") == "jax" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    # Many tests build the same tiny models, and XLA:CPU spends tens of seconds
+    # compiling each train step. JAX's compilation cache, keyed on the compiled program,
+    # lets a test reuse another's executable; it is this session's own (a new folder,
+    # removed at exit), and the processes the tests start inherit it.
+    _cache = tempfile.mkdtemp(prefix="resvae-tests-jax-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -226,6 +226,8 @@ def test_the_gpu_check_runs_on_the_cpu(tmp_path):
     assert "30 x 50,000 images:" in result.stdout
     found = json.loads(report.read_text())
     assert [row["backend"] for row in found["checks"]] == [backend]
+    # The checks train in the precisions asked for, like the speed table.
+    assert [key for key in found["checks"][0] if key.startswith("losses_")] == ["losses_float32"]
     speeds = {row["backend"]: row for row in found["speed"] if row["kind"] == "train"}
     assert set(speeds) == {backend, "native-torch"}
     assert all(row["images_per_second"] > 0 for row in speeds.values())
