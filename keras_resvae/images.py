@@ -33,12 +33,21 @@ def save_png(path, image):
 
     The file appears complete or not at all: it is written to a temporary file in
     the same folder and renamed.
+
+    Example:
+    >>> save_png("samples.png", image_grid(vae.sample(64, seed=0)))
     """
-    from keras_resvae.startup import import_tensorflow  # PNG encoding, kept out of the core
+    # Pillow, not TensorFlow: writing a picture must not import TensorFlow on the
+    # JAX and PyTorch backends (a GPU machine may not even have it).
+    from PIL import Image
 
-    tf = import_tensorflow()
-
-    data = tf.io.encode_png(np.asarray(image, dtype="uint8")).numpy()
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"Expected a uint8 image of shape (H, W, 1) or (H, W, 3). "
+            f"Received: dtype {image.dtype}, shape {image.shape}"
+        )
+    picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     with atomic_path(path) as temporary, open(temporary, "wb") as file:
-        file.write(data)
+        picture.save(file, format="PNG")
     return path

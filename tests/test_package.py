@@ -15,10 +15,12 @@ from pathlib import Path
 
 import keras
 import keras_resvae.cli
+import numpy as np
 import pytest
 
 import keras_resvae
 from keras_resvae import startup
+from keras_resvae.images import save_png
 
 ROOT = Path(__file__).resolve().parent.parent
 # Imports that only the optional extras provide; everything else must be core.
@@ -119,19 +121,40 @@ def test_every_import_is_a_declared_dependency(folder, allowed):
             assert providers & allowed_names, f"{module} ({where}) is not declared in {allowed}"
 
 
-def test_the_core_imports_without_tensorflow():
+def test_the_core_imports_without_tensorflow(tmp_path):
     backend = keras.backend.backend()
     if backend == "tensorflow":
         pytest.skip("TensorFlow is the backend here")
+    # Building a model and writing its samples as a PNG file import no TensorFlow.
     code = (
         "import sys, keras_resvae, keras_resvae.datasets, keras_resvae.runs\n"
+        "from keras_resvae.images import image_grid, save_png\n"
         "vae = keras_resvae.build_vae('basic', (16, 16, 1), 2)\n"
+        "save_png(sys.argv[1], image_grid(vae.sample(4, seed=0)))\n"
         "print('tensorflow' in sys.modules)"
     )
     env = {**os.environ, "KERAS_BACKEND": backend}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    png = tmp_path / "samples.png"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(png)], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False"
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_png_file_holds_exactly_the_image(tmp_path, channels):
+    from PIL import Image
+
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, channels), dtype="uint8")
+    path = save_png(str(tmp_path / "image.png"), image)
+    with Image.open(path) as written:
+        read = np.asarray(written)
+    np.testing.assert_array_equal(read.reshape(image.shape), image)
+    with pytest.raises(ValueError, match=r"uint8 image of shape \(H, W, 1\) or \(H, W, 3\)"):
+        save_png(str(tmp_path / "bad.png"), image.astype("float32"))
+    assert not (tmp_path / "bad.png").exists()
 
 
 def resvae(*args, backend=None):
