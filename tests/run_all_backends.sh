@@ -25,7 +25,8 @@ suite() {
     KERAS_BACKEND=$1 python -m pytest -q -p no:cacheprovider --durations=15 "${@:2}" tests
 }
 
-if [ "${RESVAE_TEST_JOBS:-$(nproc)}" -le 1 ]; then
+cores="$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"
+if [ "${RESVAE_TEST_JOBS:-$cores}" -le 1 ] 2>/dev/null; then
     for backend in "${backends[@]}"; do
         echo "=== KERAS_BACKEND=$backend"
         suite "$backend" "$@" || status=1
