@@ -29,7 +29,10 @@ def image_grid(images, columns=8, padding=2, pad_value=1.0):
 
 
 def save_png(path, image):
-    """Writes a uint8 `(H, W, C)` image (C = 1 or 3) as PNG, atomically.
+    """Writes a uint8 `(H, W, C)` image as PNG, atomically.
+
+    C is 1 (grey), 2 (grey and alpha), 3 (RGB) or 4 (RGBA): every layout PNG
+    has, so a model of 2- or 4-channel images gets its pictures too.
 
     The file appears complete or not at all: it is written to a temporary file in
     the same folder and renamed.
@@ -42,11 +45,12 @@ def save_png(path, image):
     from PIL import Image
 
     image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
         raise ValueError(
-            f"Expected a uint8 image of shape (H, W, 1) or (H, W, 3). "
+            f"Expected a uint8 image of shape (H, W, C) with C from 1 to 4. "
             f"Received: dtype {image.dtype}, shape {image.shape}"
         )
+    # Pillow reads (H, W) as grey, and (H, W, 2|3|4) as grey+alpha, RGB, RGBA.
     picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     with atomic_path(path) as temporary, open(temporary, "wb") as file:
         picture.save(file, format="PNG")

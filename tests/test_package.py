@@ -143,7 +143,7 @@ def test_the_core_imports_without_tensorflow(tmp_path):
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
-@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
 def test_a_png_file_holds_exactly_the_image(tmp_path, channels):
     from PIL import Image
 
@@ -152,9 +152,12 @@ def test_a_png_file_holds_exactly_the_image(tmp_path, channels):
     with Image.open(path) as written:
         read = np.asarray(written)
     np.testing.assert_array_equal(read.reshape(image.shape), image)
-    with pytest.raises(ValueError, match=r"uint8 image of shape \(H, W, 1\) or \(H, W, 3\)"):
-        save_png(str(tmp_path / "bad.png"), image.astype("float32"))
-    assert not (tmp_path / "bad.png").exists()
+    bad = tmp_path / "bad.png"
+    with pytest.raises(ValueError, match=r"uint8 image of shape \(H, W, C\) with C from 1 to 4"):
+        save_png(str(bad), image.astype("float32"))
+    with pytest.raises(ValueError, match=r"Received: dtype uint8, shape \(5, 7, 5\)"):
+        save_png(str(bad), np.zeros((5, 7, 5), "uint8"))
+    assert not bad.exists()
 
 
 def resvae(*args, backend=None):
