@@ -116,6 +116,11 @@ def check(backend, width, allow_cpu, precisions=("float32", "mixed_bfloat16")):
     return found
 
 
+def _names(text):
+    """The names of a comma-separated option value, without blanks."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _run_check(backend, args):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     command = [sys.executable, os.path.abspath(__file__), "--worker", backend]
@@ -159,12 +164,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.worker:
-        precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
-        found = check(args.worker, args.width, args.cpu, precisions)
+        found = check(args.worker, args.width, args.cpu, _names(args.precisions))
         print("RESULT " + json.dumps(found), flush=True)
         return 0
 
-    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
+    backends = _names(args.backends)
     checks = []
     for backend in backends:
         checks.append(_run_check(backend, args))
