@@ -15,6 +15,7 @@ import shlex
 import sys
 
 import click
+import numpy as np
 
 # Importing keras_resvae.cli has imported keras_resvae (and Keras) already.
 from keras_resvae.architectures import ARCHITECTURES
@@ -703,7 +704,7 @@ def _test_images(model, config, dataset, data_dir, count):
     from keras_resvae.runs import load_data_for
 
     data = load_data_for(_data_config(model, config, dataset, data_dir), batch_size=count)
-    return next(iter(data.test)).numpy()[:count]
+    return np.asarray(next(iter(data.test)))[:count]
 
 
 @main.command()

@@ -11,6 +11,7 @@ import numpy as np
 from keras_resvae import losses
 from keras_resvae.atomic import atomic_path
 from keras_resvae.images import image_grid, save_png
+from keras_resvae.tensorflow_free import keras_without_tensorflow
 
 CHECKPOINT_STATE = "checkpoint.json"
 
@@ -34,7 +35,7 @@ def save_model_atomically(model, path):
             f"Not saving {path}: the model has non-finite weights ({', '.join(broken[:3])}"
             f"{', ...' if len(broken) > 3 else ''})."
         )
-    with atomic_path(path) as temporary:
+    with atomic_path(path) as temporary, keras_without_tensorflow():
         model.save(temporary)
     return path
 

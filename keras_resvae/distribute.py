@@ -17,6 +17,7 @@ import contextlib
 import keras
 
 from keras_resvae import torch_parallel
+from keras_resvae.datasets.array_batches import ArrayBatches
 
 
 def local_devices():
@@ -100,4 +101,7 @@ def shard_batches(dataset):
     """
     if not torch_parallel.active():
         return dataset
-    return torch_parallel.shard_batches(dataset, torch_parallel.rank(), torch_parallel.world_size())
+    rank, world_size = torch_parallel.rank(), torch_parallel.world_size()
+    if isinstance(dataset, ArrayBatches):
+        return dataset.sharded(rank, world_size)
+    return torch_parallel.shard_batches(dataset, rank, world_size)

@@ -11,8 +11,10 @@ work starts:
   and every batch's pixel range is checked inside the pipeline, where it costs
   a min and a max per batch; a failure there surfaces as the same one-line
   `ValueError` (see `translate_pipeline_error`).
-- Other iterables (generators, `PyDataset`, torch `DataLoader`) are passed
-  through unchecked; the training step still checks their shapes.
+- `ArrayBatches` (the package's own NumPy batches) are checked whole from
+  the array they hold: shape and pixel range.
+- Other iterables (generators, other `PyDataset`s, torch `DataLoader`) are
+  passed through unchecked; the training step still checks their shapes.
 
 NaN pixels are allowed through: the training step skips non-finite updates.
 """
@@ -159,7 +161,17 @@ def checked_dataset(dataset, image_shape, output_activation, input_names):
     shape (where the spec leaves it open) and pixel range are asserted in the
     pipeline; a failure raises TensorFlow's `InvalidArgumentError`, which
     `translate_pipeline_error` turns into this module's `ValueError`.
+    `ArrayBatches` are checked at once, from the array they hold.
     """
+    from keras_resvae.datasets.array_batches import ArrayBatches
+
+    if isinstance(dataset, ArrayBatches):
+        check_shape((None, *dataset.image_shape), image_shape)
+        low_seen, high_seen = dataset.pixel_range()
+        low, high = _range_with_tolerance(output_activation)
+        if low_seen < low or high_seen > high:
+            raise ValueError(describe_range_error(low_seen, high_seen, output_activation))
+        return dataset
     if not _is_tf_dataset(dataset):
         return dataset
     from keras_resvae.startup import import_tensorflow

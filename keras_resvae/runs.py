@@ -42,7 +42,7 @@ from keras_resvae.callbacks import (
     write_json_atomically,
 )
 from keras_resvae.compilation import check_jit_compile
-from keras_resvae.datasets import load_dataset
+from keras_resvae.datasets import ArrayBatches, load_dataset
 from keras_resvae.distribute import data_parallel, local_devices, shard_batches
 from keras_resvae.images import save_png
 from keras_resvae.memory import check_batch_fits
@@ -50,6 +50,8 @@ from keras_resvae.metrics import evaluate_vae, image_batches
 from keras_resvae.precision import check_precision, precision_scope
 from keras_resvae.run_folder import RunFolder
 from keras_resvae.stall import STALL_COLUMNS, MeanImageStall
+from keras_resvae.tensorboard_logs import EpochScalars
+from keras_resvae.tensorflow_free import keras_without_tensorflow, set_random_seed
 from keras_resvae.vae import FREE_BITS_MEANING, VAE
 
 CONFIG = "config.json"
@@ -347,7 +349,8 @@ def _train_run(out, resume, verbose, options, evaluation):
 
     data = _seeded_data(config)
     # Any read of an image file from here on names the file that cannot be decoded.
-    with data.reading_files():
+    # Nothing in a run on in-memory data needs TensorFlow off its backend.
+    with data.reading_files(), keras_without_tensorflow():
         return _train(out, config, data, checkpoint, verbose, evaluation)
 
 
@@ -356,7 +359,7 @@ def _seeded_data(config):
     # Before the data: TensorFlow's global seed also shapes the pipeline's
     # shuffling, so a run must not depend on what ran before it in the process.
     # Then the initial weights, noise and order all follow from the seed.
-    keras.utils.set_random_seed(config["seed"])
+    set_random_seed(config["seed"])
     data = load_data_for(config)
     resolve_architecture(
         config["arch"], data.image_shape, config["latent_dim"], **_arch_options(config)
@@ -377,7 +380,7 @@ def _train(out, config, data, checkpoint, verbose, evaluation):
             initial_epoch = checkpoint[1]
         else:
             vae = _build_model(config, data.image_shape)
-            vae.initialize_output_bias(next(iter(data.train.unbatch().batch(1024))).numpy())
+            vae.initialize_output_bias(data.first_train_images(1024))
         test_sample = data.first_test_images(STALL_IMAGES)
         preview = test_sample[:16]
         writer = torch_parallel.is_writer()
@@ -394,7 +397,10 @@ def _train(out, config, data, checkpoint, verbose, evaluation):
         elif replicas > 1:
             # Every batch must split evenly over the devices; the final evaluation
             # below (outside the scope) still sees the whole test split.
-            validation = validation.unbatch().batch(config["batch_size"], drop_remainder=True)
+            validation = data.test_in_full_batches(config["batch_size"])
+        if isinstance(train, ArrayBatches):
+            # A resumed run reads the batches an uninterrupted one would have.
+            train.start_epoch(initial_epoch)
         if initial_epoch < config["epochs"]:
             try:
                 vae.fit(
@@ -438,7 +444,7 @@ def _fit_callbacks(out, config, test_sample, preview, writer):
         judges[0],
         judges[1],
         keras.callbacks.CSVLogger(os.path.join(out, HISTORY), append=True),
-        keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
+        EpochScalars(os.path.join(out, "logs")),
         judges[2],
         ImageGrids(os.path.join(out, "images"), preview, seed=config["seed"]),
         AtomicCheckpoint(os.path.join(out, CHECKPOINTS)),

@@ -100,6 +100,9 @@ def import_tensorflow(start_devices=False):
     >>> tf = import_tensorflow()
     """
     global _tensorflow_started
+    # The command owns its process: its devices start now, inside the filter,
+    # rather than at the first tf.data op, where CUDA's lines would get out.
+    start_devices = start_devices or is_resvae_command()
     if _tensorflow_started and not start_devices:
         import tensorflow as tf
 
@@ -112,8 +115,27 @@ def import_tensorflow(start_devices=False):
                 tf.config.set_visible_devices([], "GPU")
         if start_devices:
             tf.config.list_logical_devices()
+        if not _tensorflow_started:
+            _seed_like_keras(tf)
     _tensorflow_started = True
     return tf
+
+
+def _seed_like_keras(tf):
+    """Seeds TensorFlow with Keras's global seed, if one was set before it was imported.
+
+    `tensorflow_free.set_random_seed` leaves TensorFlow out on JAX and PyTorch; a
+    `tf.data` pipeline made later must still shuffle as the seed says.
+    """
+    if "keras" not in sys.modules:
+        return
+    try:
+        from keras.src.utils.rng_utils import get_random_seed
+    except ImportError:
+        return
+    seed = get_random_seed()
+    if seed is not None:
+        tf.random.set_seed(seed)
 
 
 def keras_backend():
@@ -164,12 +186,13 @@ def command_line_backend(arguments):
 def prepare_keras_import():
     """Runs before `import keras` in `keras_resvae/__init__.py`.
 
-    For the `resvae` command: sets `KERAS_BACKEND` from `--backend`, hides
-    TensorFlow's INFO and WARNING logs, and imports TensorFlow and starts its
-    devices quietly whatever the backend. Elsewhere, imports TensorFlow quietly
-    when Keras will start on it, so Keras finds it imported, and leaves its
-    devices for the program to configure; on the other backends the core stays
-    free of TensorFlow. Once Keras is imported, nothing here can change it.
+    For the `resvae` command: sets `KERAS_BACKEND` from `--backend` and hides
+    TensorFlow's INFO and WARNING logs. When Keras will start on TensorFlow,
+    imports it quietly first, so Keras finds it imported; the command also
+    starts its devices then, while a program's own script leaves them for it
+    to configure. On JAX and PyTorch nothing imports TensorFlow until a
+    `tf.data` pipeline needs it (`import_tensorflow`, quiet as well): runs on
+    in-memory data never do. Once Keras is imported, nothing here can change it.
     """
     if "keras" in sys.modules:
         return
@@ -179,7 +202,5 @@ def prepare_keras_import():
         if backend:
             os.environ["KERAS_BACKEND"] = backend
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # The command needs TensorFlow on every backend (tf.data, PNG files), and
-    # Keras itself imports it lazily (set_random_seed, saving), unfiltered.
-    if command or configured_backend() == "tensorflow":
+    if configured_backend() == "tensorflow":
         import_tensorflow(start_devices=command)

@@ -9,6 +9,7 @@ from conftest import tiny_vae
 
 from keras_resvae.datasets import (
     TFDS_DATASETS,
+    ArrayBatches,
     DatasetSplits,
     DatasetUnavailableError,
     load_dataset,
@@ -21,7 +22,7 @@ from keras_resvae.datasets import (
 
 
 def first_batch(dataset):
-    return next(iter(dataset)).numpy()
+    return np.asarray(next(iter(dataset)))
 
 
 def test_digits_are_real_mnist_style_images():
@@ -67,7 +68,8 @@ def test_first_test_images_finish_the_pass_a_cache_needs(cached):
     # Read to the end when cached; otherwise no further than the batches needed
     # (and what the generator reads ahead).
     assert (len(pulled) == 100) if cached else (len(pulled) < 50)
-    assert load_dataset("digits").test_cached  # the built-in sets are cached
+    # The built-in sets are cached when they are tf.data pipelines.
+    assert load_dataset("digits", pipeline="tf.data").test_cached
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +124,7 @@ def test_pipelines_train_with_fit():
     data = load_dataset("digits", batch_size=32, limit=128)
     vae = tiny_vae(image_shape=data.image_shape)
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    history = vae.fit(
-        data.train, validation_data=data.test.take(2), epochs=2, verbose=0, shuffle=False
-    )
+    history = vae.fit(data.train, validation_data=data.test, epochs=2, verbose=0, shuffle=False)
     assert np.isfinite(history.history["val_loss"][-1])
 
 
@@ -242,3 +242,77 @@ def test_unknown_dataset_and_small_datasets():
         load_dataset("cifar11")
     with pytest.raises(ValueError, match="fewer than batch_size=64"):
         load_dataset("digits", batch_size=64, limit=10)
+
+
+def test_array_batches_shuffle_each_epoch_from_the_seed_alone():
+    images = np.arange(10, dtype="uint8").reshape(10, 1, 1, 1)
+    train = ArrayBatches(images, 4, seed=3)
+    assert len(train) == 2 and train.num_images == 8  # full batches only
+    epochs = []
+    for _ in range(3):
+        batches = list(train)
+        assert [len(batch) for batch in batches] == [4, 4]
+        epochs.append(np.concatenate(batches).ravel())
+        train.on_epoch_end()  # as Keras's fit does
+    assert len({tuple(epoch) for epoch in epochs}) == 3  # a new order each epoch
+    for epoch in epochs:  # each image at most once per epoch
+        assert len(set(epoch)) == 8
+    # A resumed run at epoch 2 reads what an uninterrupted run read.
+    resumed = ArrayBatches(images, 4, seed=3)
+    resumed.start_epoch(2)
+    np.testing.assert_array_equal(np.concatenate(list(resumed)).ravel(), epochs[2])
+    # uint8 pixels become float32 in [0, 1].
+    assert epochs[0].dtype == np.float32 and set(epochs[0] * 255).issubset(range(10))
+
+
+def test_array_batches_in_order_keep_every_image_on_the_right_scale():
+    images = np.array([0, 51, 255, 102, 204], "uint8").reshape(5, 1, 1, 1)
+    test = ArrayBatches(images, 2, center=True)
+    batches = list(test)
+    assert [len(batch) for batch in batches] == [2, 2, 1]
+    np.testing.assert_allclose(np.concatenate(batches).ravel(), images.ravel() / 127.5 - 1)
+    assert test.pixel_range() == (-1.0, 1.0) and test.image_shape == (1, 1, 1)
+    with pytest.raises(IndexError):
+        test[3]
+    full = test.rebatched(2, drop_remainder=True)
+    assert [len(batch) for batch in full] == [2, 2]
+    # Each data-parallel process gets its share of every batch; together, the batch.
+    shares = [list(test.rebatched(4).sharded(rank, 2)) for rank in (0, 1)]
+    np.testing.assert_allclose(shares[0][0].ravel(), images[[0, 2], 0, 0, 0] / 127.5 - 1, 1e-6)
+    np.testing.assert_allclose(shares[1][0].ravel(), images[[1, 3], 0, 0, 0] / 127.5 - 1, 1e-6)
+    with pytest.raises(ValueError, match="does not split evenly over 3 processes"):
+        test.sharded(0, 3)
+
+
+def test_the_numpy_pipeline_holds_the_tf_data_pipeline_s_images():
+    numpy = load_dataset("digits", batch_size=64, center=True, limit=200, pipeline="numpy")
+    graph = load_dataset("digits", batch_size=64, center=True, limit=200, pipeline="tf.data")
+    assert isinstance(numpy.train, ArrayBatches) and isinstance(numpy.test, ArrayBatches)
+    assert (numpy.image_shape, numpy.num_train, numpy.num_test) == (
+        graph.image_shape,
+        graph.num_train,
+        graph.num_test,
+    )
+    np.testing.assert_array_equal(
+        np.concatenate(list(numpy.test)), np.concatenate([np.asarray(b) for b in graph.test])
+    )
+    # The same training images (the first 200), in another shuffled order.
+    first_epoch = np.concatenate(list(numpy.train))
+    assert first_epoch.shape == (192, 28, 28, 1)  # 3 full batches of 64
+    first_200 = {image.tobytes() for image in load_digits()[0][:200] * 2 - 1}
+    assert len({image.tobytes() for image in first_epoch} - first_200) == 0
+    # "auto": NumPy batches off TensorFlow, so a run there never imports it.
+    auto = load_dataset("digits", batch_size=64, limit=200)
+    assert isinstance(auto.train, ArrayBatches) == (keras.backend.backend() != "tensorflow")
+    with pytest.raises(ValueError, match=r"Unknown pipeline 'arrow': expected one of"):
+        load_dataset("digits", pipeline="arrow")
+
+
+def test_fit_checks_the_pixels_numpy_batches_hold():
+    vae = tiny_vae(image_shape=(16, 16, 1))
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    wrong_scale = ArrayBatches(np.full((8, 16, 16, 1), 200.0, "float32"), 4)
+    with pytest.raises(ValueError, match="looks like 0-255 pixels: scale it with x / 255"):
+        vae.fit(wrong_scale, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"This VAE takes images of shape \(batch, 16, 16, 1\)"):
+        vae.fit(ArrayBatches(np.zeros((8, 8, 8, 1), "float32"), 4), epochs=1, verbose=0)

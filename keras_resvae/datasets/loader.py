@@ -6,7 +6,7 @@ import os
 from keras_resvae.datasets.arrays import first_unreadable_image, image_folder_datasets, load_npz
 from keras_resvae.datasets.digits import load_digits
 from keras_resvae.datasets.photos import load_photos
-from keras_resvae.datasets.pipeline import make_splits
+from keras_resvae.datasets.pipeline import make_array_splits, make_splits, uses_tf_data
 from keras_resvae.datasets.tfds_source import TFDS_DATASETS, tfds_datasets
 from keras_resvae.startup import import_tensorflow
 
@@ -37,6 +37,7 @@ def load_dataset(
     test_fraction=0.1,
     limit=None,
     seed=0,
+    pipeline="auto",
 ):
     """Batched train/test pipelines for a named dataset, a `.npz` file or an image folder.
 
@@ -55,6 +56,12 @@ def load_dataset(
             images held out for testing.
         limit: int or None. Use at most this many training images.
         seed: int. Shuffling and splitting seed.
+        pipeline: `"auto"`, `"tf.data"` or `"numpy"`. What in-memory datasets
+            (`digits`, `photos`, `.npz`) become: `tf.data` pipelines, or
+            `ArrayBatches` (a `keras.utils.PyDataset` of NumPy batches, which
+            needs no TensorFlow). `"auto"`: `tf.data` on the TensorFlow backend,
+            NumPy batches on JAX and PyTorch. tfds datasets and image folders
+            are always `tf.data`.
 
     Returns:
         `DatasetSplits` with `train`, `test`, `image_shape`, `center`.
@@ -64,9 +71,11 @@ def load_dataset(
     >>> vae = build_vae("basic", data.image_shape, output_activation=data.output_activation)
     >>> vae.fit(data.train, validation_data=data.test, epochs=10)
     """
+    tf_data = uses_tf_data(pipeline)
     find_unreadable = None
+    arrays = None
     if dataset in BUILTIN_DATASETS:
-        parts = _array_datasets(*BUILTIN_DATASETS[dataset]())
+        arrays = BUILTIN_DATASETS[dataset]()
     elif dataset in TFDS_DATASETS:
         parts = tfds_datasets(dataset, data_dir=data_dir)
     elif os.path.isdir(dataset):
@@ -75,12 +84,18 @@ def load_dataset(
     elif os.path.isfile(dataset):
         if not dataset.endswith(".npz"):
             raise ValueError(f"{dataset}: a dataset file must be a .npz archive of image arrays.")
-        parts = _array_datasets(*load_npz(dataset, test_fraction, seed))
+        arrays = load_npz(dataset, test_fraction, seed)
     else:
         raise ValueError(
             f"Unknown dataset {dataset!r}: expected one of {list(NAMED_DATASETS)}, a path "
             "to a .npz file or a path to a folder of images."
         )
+    if arrays is not None and not tf_data:
+        return make_array_splits(
+            *arrays, dataset, batch_size=batch_size, center=center, seed=seed, limit=limit
+        )
+    if arrays is not None:
+        parts = _array_datasets(*arrays)
     train, test, image_shape, num_train, num_test = parts
     return make_splits(
         train,

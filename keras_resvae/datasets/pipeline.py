@@ -1,12 +1,21 @@
-"""Turning image datasets into batched float32 `tf.data` pipelines for `fit`."""
+"""Turning image datasets into batched float32 pipelines for `fit`.
+
+Datasets read from files (tfds, image folders) become `tf.data` pipelines.
+In-memory arrays become `tf.data` pipelines on the TensorFlow backend and
+`ArrayBatches` on JAX and PyTorch, which then never import TensorFlow.
+"""
 
 import contextlib
 import dataclasses
 import math
+import sys
 
 import numpy as np
 
-from keras_resvae.startup import import_tensorflow
+from keras_resvae.datasets.array_batches import ArrayBatches
+from keras_resvae.startup import import_tensorflow, keras_backend
+
+PIPELINES = ("auto", "tf.data", "numpy")
 
 # Datasets up to this many bytes of float32 pixels are cached in memory.
 CACHE_LIMIT_BYTES = 2 * 1024**3
@@ -17,9 +26,9 @@ class DatasetSplits:
     """Batched train and test pipelines of float32 images, and what they hold.
 
     Attributes:
-        train: `tf.data.Dataset` of image batches, shuffled, full batches only
-            (a ragged last batch would make JAX recompile).
-        test: `tf.data.Dataset` of image batches, in a fixed order.
+        train: `tf.data.Dataset` or `ArrayBatches` of image batches, shuffled,
+            full batches only (a ragged last batch would make JAX recompile).
+        test: `tf.data.Dataset` or `ArrayBatches` of image batches, in a fixed order.
         image_shape: `(height, width, channels)`.
         center: bool. Pixels are in [-1, 1] if True (pair with `output_activation=
             "tanh"`), else in [0, 1].
@@ -55,11 +64,31 @@ class DatasetSplits:
         images, taken = [], 0
         for batch in self.test:
             if taken < count:
-                images.append(batch.numpy()[: count - taken])
+                images.append(np.asarray(batch)[: count - taken])
                 taken += len(images[-1])
             elif not self.test_cached:
                 break
         return np.concatenate(images)
+
+    def first_train_images(self, count):
+        """Up to `count` training images of the first epoch's first batches, as a NumPy array.
+
+        Example:
+        >>> vae.initialize_output_bias(data.first_train_images(1024))
+        """
+        images, taken = [], 0
+        for batch in self.train:
+            images.append(np.asarray(batch)[: count - taken])
+            taken += len(images[-1])
+            if taken >= count:
+                break
+        return np.concatenate(images)
+
+    def test_in_full_batches(self, batch_size):
+        """The test split in batches of exactly `batch_size` (the last partial one dropped)."""
+        if isinstance(self.test, ArrayBatches):
+            return self.test.rebatched(batch_size, drop_remainder=True)
+        return self.test.unbatch().batch(batch_size, drop_remainder=True)
 
     @contextlib.contextmanager
     def reading_files(self):
@@ -93,8 +122,47 @@ class DatasetSplits:
 
 
 def _is_decoding_error(error):
+    if "tensorflow" not in sys.modules:  # no tf.data pipeline has run
+        return False
     tf = import_tensorflow()
     return isinstance(error, tf.errors.OpError)
+
+
+def uses_tf_data(pipeline):
+    """Whether in-memory arrays become `tf.data` pipelines (`"auto"`: on the TensorFlow backend)."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"Unknown pipeline {pipeline!r}: expected one of {list(PIPELINES)}.")
+    if pipeline == "auto":
+        return keras_backend() == "tensorflow"
+    return pipeline == "tf.data"
+
+
+def make_array_splits(x_train, x_test, name, *, batch_size=128, center=False, seed=0, limit=None):
+    """Batches two in-memory image arrays into `DatasetSplits` of `ArrayBatches`.
+
+    The same images, order of the test split, pixel scale and full training
+    batches as `make_splits`, without TensorFlow. Arguments as `make_splits`'s;
+    `x_train` and `x_test` are arrays `(N, H, W, C)`, uint8 or float in [0, 1].
+
+    Example:
+    >>> data = make_array_splits(x_train, x_test, "mine", batch_size=64)
+    """
+    if limit is not None:
+        x_train = x_train[:limit]
+    if len(x_train) < batch_size:
+        raise ValueError(
+            f"The dataset {name!r} has {len(x_train)} training images, fewer than "
+            f"batch_size={batch_size}. Use a smaller --batch-size."
+        )
+    return DatasetSplits(
+        train=ArrayBatches(x_train, batch_size, center=center, seed=seed),
+        test=ArrayBatches(x_test, batch_size, center=center),
+        image_shape=tuple(int(s) for s in x_train.shape[1:]),
+        center=bool(center),
+        name=name,
+        num_train=len(x_train),
+        num_test=len(x_test),
+    )
 
 
 def make_splits(

@@ -49,6 +49,7 @@ def _can_reach_download_host(timeout=3.0):
 
 
 def _default_data_dir():
+    import_tensorflow()  # before tfds imports it, unfiltered
     import tensorflow_datasets as tfds
 
     return tfds.core.constants.DATA_DIR
@@ -70,9 +71,9 @@ def tfds_datasets(name, data_dir=None):
         `(train, test, image_shape, num_train, num_test)`; the sizes are None when
         tfds does not know them.
     """
+    tf = import_tensorflow()  # before tfds imports it, unfiltered
     import tensorflow_datasets as tfds
 
-    tf = import_tensorflow()
     spec = TFDS_DATASETS[name]
     try:
         train = _load_split(tfds, spec, spec.train_split, data_dir)
