@@ -1,7 +1,11 @@
 """The reparameterisation layer: z = mu + sigma * eps."""
 
 import keras
+import numpy as np
 from keras import ops
+
+# Where the noise generator's state goes in a saved model.
+NOISE_STATE = "noise_state"
 
 # exp(0.5 * 20) ~ 2.2e4 and exp(0.5 * -30) ~ 3e-7: wide enough never to bind in a
 # healthy model, narrow enough that exp() cannot overflow float16 or float32.
@@ -62,3 +66,17 @@ class Sampling(keras.layers.Layer):
         config = super().get_config()
         config["seed"] = self.seed
         return config
+
+    def save_own_variables(self, store):
+        # Keras does not save a SeedGenerator's state: without it, a run resumed
+        # from a checkpoint would draw its first epoch's noise again.
+        super().save_own_variables(store)
+        store[NOISE_STATE] = np.asarray(ops.convert_to_numpy(self.seed_generator.state.value))
+
+    def load_own_variables(self, store):
+        # Models saved before the state was (2026-12-07) restart the noise.
+        if NOISE_STATE in store:
+            state = self.seed_generator.state
+            # Wraps, as a C cast does, where backends store the state as uint32 or int32.
+            state.assign(np.asarray(store[NOISE_STATE]).astype(state.dtype))
+        super().load_own_variables({k: store[k] for k in store.keys() if k != NOISE_STATE})

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from keras_resvae.cli import main as cli_module
 from keras_resvae.cli.main import main
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import keras_resvae
 from keras_resvae import memory, runs
@@ -81,7 +82,15 @@ def test_fit_writes_a_complete_run_directory(trained_run):
         assert (out / name).read_bytes().startswith(b"\x89PNG"), name
     assert json.loads((out / "checkpoints" / "checkpoint.json").read_text())["epoch"] == 2
     assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint.json", "epoch0002.keras"]
-    assert any((out / "logs" / "train").iterdir())
+    # TensorBoard reads each epoch's metrics back, training and validation apart.
+    for split, names in (("train", {"loss", "mse", "learning_rate"}), ("validation", {"loss"})):
+        scalars = EventAccumulator(str(out / "logs" / split))
+        scalars.Reload()
+        assert {f"epoch_{name}" for name in names} <= set(scalars.Tags()["scalars"]), split
+        assert [event.step for event in scalars.Scalars("epoch_loss")] == [0, 1]
+    with open(out / "history.csv") as file:
+        last = list(csv.DictReader(file))[-1]
+    assert scalars.Scalars("epoch_loss")[-1].value == pytest.approx(float(last["val_loss"]))
     model = keras.models.load_model(out / "model.keras")
     assert model.image_shape == (28, 28, 1)
 

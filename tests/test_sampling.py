@@ -45,6 +45,25 @@ def test_extreme_log_variances_stay_finite():
     assert np.abs(z).max() < 50 * np.exp(0.5 * LOG_VAR_RANGE[1])
 
 
+def test_a_saved_model_goes_on_with_the_noise_where_it_stopped(tmp_path):
+    # A checkpoint must carry the noise generator's state, or a resumed run
+    # would draw its first epoch's noise again.
+    from conftest import tiny_vae
+
+    vae = tiny_vae()
+    mean, log_var = np.zeros((4, 2), "float32"), np.zeros((4, 2), "float32")
+    for _ in range(3):
+        vae.sampling([mean, log_var])  # the generator moves on with each draw
+    vae.save(tmp_path / "vae.keras")
+    loaded = keras.models.load_model(tmp_path / "vae.keras")
+    np.testing.assert_array_equal(
+        to_numpy(loaded.sampling.seed_generator.state), to_numpy(vae.sampling.seed_generator.state)
+    )
+    np.testing.assert_array_equal(
+        to_numpy(loaded.sampling([mean, log_var])), to_numpy(vae.sampling([mean, log_var]))
+    )
+
+
 def test_config_round_trip_keeps_the_seed():
     layer = Sampling(seed=11, name="s")
     clone = Sampling.from_config(layer.get_config())

@@ -58,8 +58,7 @@ class ArrayBatches(keras.utils.PyDataset):
         self.seed = seed
         self.drop_remainder = bool(drop_remainder or seed is not None)
         self.shard = tuple(shard)
-        self.epoch = 0
-        self._order = self._epoch_order()
+        self.start_epoch(0)
 
     @property
     def image_shape(self):
@@ -79,6 +78,7 @@ class ArrayBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
+        self._read.add(index)
         picked = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         rank, world_size = self.shard
         return self.to_float(self.images[picked[rank::world_size]])
@@ -108,9 +108,13 @@ class ArrayBatches(keras.utils.PyDataset):
         """Reads the batches of epoch `epoch` (0-based) next: where a resumed run starts."""
         self.epoch = int(epoch)
         self._order = self._epoch_order()
+        self._read = set()
 
     def on_epoch_end(self):
-        self.start_epoch(self.epoch + 1)
+        # Keras also calls this when it resets its iterator, and may have read a
+        # batch to build the model: only a complete pass is an epoch.
+        if len(self._read) == len(self):
+            self.start_epoch(self.epoch + 1)
 
     def sharded(self, rank, world_size):
         """The same batches, each cut to process `rank`'s share of `world_size`."""
