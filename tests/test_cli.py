@@ -145,6 +145,23 @@ def test_resume_extends_a_finished_run_without_gaps(tmp_path):
     assert json.loads((out / "config.json").read_text())["epochs"] == 3
 
 
+def test_a_resumed_run_trains_as_an_uninterrupted_one(tmp_path):
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("a tf.data pipeline restarts its shuffling on resume")
+    # NumPy batches: epoch N's order follows from the seed and N alone, and the
+    # checkpoint carries the noise generator's state.
+    run("fit", *TINY, "--epochs", 2, "--out", tmp_path / "straight")
+    run("fit", *TINY, "--epochs", 1, "--out", tmp_path / "resumed")
+    run("fit", "--out", tmp_path / "resumed", "--resume", "--epochs", 2)
+    rows = []
+    for name in ("straight", "resumed"):
+        with open(tmp_path / name / "history.csv") as file:
+            rows.append(list(csv.DictReader(file)))
+    for straight, resumed in zip(*rows, strict=True):
+        for column in ("loss", "kl_loss", "val_loss"):
+            assert float(resumed[column]) == pytest.approx(float(straight[column]), rel=1e-6)
+
+
 def test_the_same_seed_repeats_a_run_exactly(trained_run, tmp_path):
     # The seed fixes the initial weights as well as the noise and the shuffling.
     out, _ = trained_run
