@@ -154,8 +154,8 @@ def main(argv=None):
     import torch
 
     data = load_dataset(args.dataset, batch_size=args.batch_size, seed=args.seed)
-    x_train = np.concatenate([np.asarray(batch) for batch in data.train.as_numpy_iterator()])
-    x_test = np.concatenate([np.asarray(batch) for batch in data.test.as_numpy_iterator()])
+    x_train = np.concatenate([np.asarray(batch) for batch in data.train])
+    x_test = np.concatenate([np.asarray(batch) for batch in data.test])
     x_test = x_test[: args.eval_images]
     if x_train.shape[1:] != (32, 32, 3):
         raise SystemExit(f"pythae's CIFAR networks take 32x32x3 images, not {x_train.shape[1:]}.")
