@@ -100,9 +100,9 @@ def import_tensorflow(start_devices=False):
     >>> tf = import_tensorflow()
     """
     global _tensorflow_started
-    # The command owns its process: its devices start now, inside the filter,
-    # rather than at the first tf.data op, where CUDA's lines would get out.
-    start_devices = start_devices or is_resvae_command()
+    # The command owns its process: its devices start with the import, inside
+    # the filter, rather than at the first tf.data op, where CUDA's lines get out.
+    start_devices = start_devices or (not _tensorflow_started and is_resvae_command())
     if _tensorflow_started and not start_devices:
         import tensorflow as tf
 
