@@ -248,12 +248,15 @@ def test_array_batches_shuffle_each_epoch_from_the_seed_alone():
     images = np.arange(10, dtype="uint8").reshape(10, 1, 1, 1)
     train = ArrayBatches(images, 4, seed=3)
     assert len(train) == 2 and train.num_images == 8  # full batches only
+    assert len(list(train)) == 2
+    train.on_epoch_end()  # iterating is a look, not an epoch of fit: still epoch 0
+    assert train.epoch == 0
     epochs = []
     for _ in range(3):
-        batches = list(train)
+        batches = [train[index] for index in range(len(train))]  # as Keras's fit reads
         assert [len(batch) for batch in batches] == [4, 4]
         epochs.append(np.concatenate(batches).ravel())
-        train.on_epoch_end()  # as Keras's fit does
+        train.on_epoch_end()  # as Keras's fit calls it
     assert len({tuple(epoch) for epoch in epochs}) == 3  # a new order each epoch
     for epoch in epochs:  # each image at most once per epoch
         assert len(set(epoch)) == 8

@@ -76,16 +76,22 @@ class ArrayBatches(keras.utils.PyDataset):
         return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, index):
+        # Keras's fit reads batches by index; those reads make up its epoch.
+        batch = self._batch(index)
+        self._read.add(index)
+        return batch
+
+    def __iter__(self):
+        # A look at the batches (a preview, the first images) is not an epoch of fit.
+        for index in range(len(self)):
+            yield self._batch(index)
+
+    def _batch(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
-        self._read.add(index)
         picked = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         rank, world_size = self.shard
         return self.to_float(self.images[picked[rank::world_size]])
-
-    def __iter__(self):
-        for index in range(len(self)):
-            yield self[index]
 
     def to_float(self, images):
         """Images of the array's kind as the float32 pixels the batches hold."""
