@@ -115,6 +115,11 @@ def check_array(images, image_shape, output_activation, what="The images"):
         # All-NaN gives NaN with a RuntimeWarning; no temporary mask of the whole array.
         warnings.simplefilter("ignore", RuntimeWarning)
         low_seen, high_seen = float(np.nanmin(images)), float(np.nanmax(images))
+    _check_range(low_seen, high_seen, output_activation, what)
+
+
+def _check_range(low_seen, high_seen, output_activation, what="The images"):
+    """Raises the range error unless [low_seen, high_seen] is in range (NaN bounds pass)."""
     if np.isnan(low_seen):
         return
     low, high = _range_with_tolerance(output_activation)
@@ -167,10 +172,7 @@ def checked_dataset(dataset, image_shape, output_activation, input_names):
 
     if isinstance(dataset, ArrayBatches):
         check_shape((None, *dataset.image_shape), image_shape)
-        low_seen, high_seen = dataset.pixel_range()
-        low, high = _range_with_tolerance(output_activation)
-        if low_seen < low or high_seen > high:
-            raise ValueError(describe_range_error(low_seen, high_seen, output_activation))
+        _check_range(*dataset.pixel_range(), output_activation)
         return dataset
     if not _is_tf_dataset(dataset):
         return dataset

@@ -65,11 +65,6 @@ class ArrayBatches(keras.utils.PyDataset):
         """`(height, width, channels)`."""
         return tuple(int(size) for size in self.images.shape[1:])
 
-    @property
-    def num_images(self):
-        """Images per epoch, over every shard."""
-        return len(self) * self.batch_size if self.drop_remainder else len(self.images)
-
     def __len__(self):
         if self.drop_remainder:
             return len(self.images) // self.batch_size

@@ -61,14 +61,7 @@ class DatasetSplits:
         Example:
         >>> preview = data.first_test_images(16)
         """
-        images, taken = [], 0
-        for batch in self.test:
-            if taken < count:
-                images.append(np.asarray(batch)[: count - taken])
-                taken += len(images[-1])
-            elif not self.test_cached:
-                break
-        return np.concatenate(images)
+        return _first_images(self.test, count, read_to_end=self.test_cached)
 
     def first_train_images(self, count):
         """Up to `count` training images of the first epoch's first batches, as a NumPy array.
@@ -76,13 +69,7 @@ class DatasetSplits:
         Example:
         >>> vae.initialize_output_bias(data.first_train_images(1024))
         """
-        images, taken = [], 0
-        for batch in self.train:
-            images.append(np.asarray(batch)[: count - taken])
-            taken += len(images[-1])
-            if taken >= count:
-                break
-        return np.concatenate(images)
+        return _first_images(self.train, count)
 
     def test_in_full_batches(self, batch_size):
         """The test split in batches of exactly `batch_size` (the last partial one dropped)."""
@@ -121,6 +108,27 @@ class DatasetSplits:
         return "tanh" if self.center else "sigmoid"
 
 
+def _first_images(batches, count, read_to_end=False):
+    """The first `count` images of `batches` as one NumPy array; reads on to the end if asked."""
+    images, taken = [], 0
+    for batch in batches:
+        if taken < count:
+            images.append(np.asarray(batch)[: count - taken])
+            taken += len(images[-1])
+        elif not read_to_end:
+            break
+    return np.concatenate(images)
+
+
+def _check_enough_training_images(num_train, batch_size, name):
+    """Refuses a training split with fewer images than one (full) batch."""
+    if num_train is not None and num_train < batch_size:
+        raise ValueError(
+            f"The dataset {name!r} has {num_train} training images, fewer than "
+            f"batch_size={batch_size}. Use a smaller --batch-size."
+        )
+
+
 def _is_decoding_error(error):
     if "tensorflow" not in sys.modules:  # no tf.data pipeline has run
         return False
@@ -149,11 +157,7 @@ def make_array_splits(x_train, x_test, name, *, batch_size=128, center=False, se
     """
     if limit is not None:
         x_train = x_train[:limit]
-    if len(x_train) < batch_size:
-        raise ValueError(
-            f"The dataset {name!r} has {len(x_train)} training images, fewer than "
-            f"batch_size={batch_size}. Use a smaller --batch-size."
-        )
+    _check_enough_training_images(len(x_train), batch_size, name)
     return DatasetSplits(
         train=ArrayBatches(x_train, batch_size, center=center, seed=seed),
         test=ArrayBatches(x_test, batch_size, center=center),
@@ -196,11 +200,7 @@ def make_splits(
     if limit is not None:
         train = train.take(limit)
         num_train = limit if num_train is None else min(num_train, limit)
-    if num_train is not None and num_train < batch_size:
-        raise ValueError(
-            f"The dataset {name!r} has {num_train} training images, fewer than "
-            f"batch_size={batch_size}. Use a smaller --batch-size."
-        )
+    _check_enough_training_images(num_train, batch_size, name)
 
     def to_float(image):
         if image.dtype == tf.uint8:
