@@ -346,12 +346,13 @@ def main():
     "TensorFlow: XLA on GPU, a graph on CPU; PyTorch: eager); on = XLA / torch.compile.",
 )
 @click.option(
-    "--distribute",
-    is_flag=True,
+    "--distribute/--no-distribute",
+    default=None,
     help="Data-parallel over every local GPU (JAX: keras.distribution.DataParallel; "
     "TensorFlow: MirroredStrategy; PyTorch: one process per device, started with "
     "'torchrun --standalone --nproc-per-node N --no-python resvae fit --distribute ...'); "
-    "--batch-size is the global batch.",
+    "--batch-size is the global batch. Default: on JAX without a GPU, the ResNet and "
+    "hierarchical VAEs train data-parallel over one CPU device per core (faster there).",
 )
 @seed_option
 @backend_option

@@ -43,6 +43,9 @@ START_UP_NOISE = re.compile(
 
 _tensorflow_started = False
 
+# XLA's flag for the number of CPU devices JAX sees (one by default).
+CPU_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
 
 @contextlib.contextmanager
 def native_stderr_filtered(noise=START_UP_NOISE):
@@ -183,11 +186,44 @@ def command_line_backend(arguments):
     return None
 
 
+def usable_cores():
+    """The CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def split_cpu_for_jax(environ=None):
+    """Gives JAX one CPU device per usable core, unless `XLA_FLAGS` already sets a count.
+
+    JAX reads `XLA_FLAGS` when it starts its backend, so this must run before.
+    With a GPU the CPU devices are there but unused: JAX computes on the GPU.
+    `resvae fit` trains data-parallel over them (`distribute.cpu_cores_as_devices`).
+
+    Returns:
+        The number of devices set, or None when nothing was changed (one core,
+        or a count already in `XLA_FLAGS`).
+
+    Example:
+    >>> split_cpu_for_jax({"XLA_FLAGS": ""})  # on 2 cores
+    2
+    """
+    environ = os.environ if environ is None else environ
+    flags = environ.get("XLA_FLAGS", "")
+    cores = usable_cores()
+    if CPU_DEVICE_COUNT_FLAG in flags or cores < 2:
+        return None
+    environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICE_COUNT_FLAG}={cores}".strip()
+    return cores
+
+
 def prepare_keras_import():
     """Runs before `import keras` in `keras_resvae/__init__.py`.
 
-    For the `resvae` command: sets `KERAS_BACKEND` from `--backend` and hides
-    TensorFlow's INFO and WARNING logs. When Keras will start on TensorFlow,
+    For the `resvae` command: sets `KERAS_BACKEND` from `--backend`, hides
+    TensorFlow's INFO and WARNING logs and, on JAX, splits the CPU into one
+    device per core (`split_cpu_for_jax`). When Keras will start on TensorFlow,
     imports it quietly first, so Keras finds it imported; the command also
     starts its devices then, while a program's own script leaves them for it
     to configure. On JAX and PyTorch nothing imports TensorFlow until a
@@ -202,5 +238,7 @@ def prepare_keras_import():
         if backend:
             os.environ["KERAS_BACKEND"] = backend
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if configured_backend() == "jax":
+            split_cpu_for_jax()
     if configured_backend() == "tensorflow":
         import_tensorflow(start_devices=command)

@@ -276,10 +276,18 @@ def test_array_batches_in_order_keep_every_image_on_the_right_scale():
     assert test.pixel_range() == (-1.0, 1.0) and test.image_shape == (1, 1, 1)
     with pytest.raises(IndexError):
         test[3]
-    full = test.rebatched(2, drop_remainder=True)
-    assert [len(batch) for batch in full] == [2, 2]
+    # Data-parallel validation: every batch splits over the devices, and only the
+    # end loses images, fewer than there are devices.
+    assert [len(batch) for batch in test.split_over(2)] == [2, 2]
+    np.testing.assert_array_equal(
+        np.concatenate(list(test.split_over(2))), np.concatenate(batches[:2])
+    )
+    assert [len(batch) for batch in ArrayBatches(images, 4).split_over(2)] == [4]
+    assert [len(batch) for batch in ArrayBatches(images[:3], 2).split_over(1)] == [2, 1]
+    with pytest.raises(ValueError, match="unshuffled"):
+        ArrayBatches(images, 2, seed=0).split_over(2)
     # Each data-parallel process gets its share of every batch; together, the batch.
-    shares = [list(test.rebatched(4).sharded(rank, 2)) for rank in (0, 1)]
+    shares = [list(ArrayBatches(images, 4, center=True).sharded(rank, 2)) for rank in (0, 1)]
     np.testing.assert_allclose(shares[0][0].ravel(), images[[0, 2], 0, 0, 0] / 127.5 - 1, 1e-6)
     np.testing.assert_allclose(shares[1][0].ravel(), images[[1, 3], 0, 0, 0] / 127.5 - 1, 1e-6)
     with pytest.raises(ValueError, match="does not split evenly over 3 processes"):
@@ -297,6 +305,15 @@ def test_the_numpy_pipeline_holds_the_tf_data_pipeline_s_images():
     )
     np.testing.assert_array_equal(
         np.concatenate(list(numpy.test)), np.concatenate([np.asarray(b) for b in graph.test])
+    )
+    # Both give data-parallel validation the same images, in batches that split
+    # over 4 devices: of the 297 test digits, 296 (64 x 4 + 40).
+    for data in (numpy, graph):
+        sizes = [len(np.asarray(batch)) for batch in data.test_split_over(4)]
+        assert sizes == [64, 64, 64, 64, 40], sizes
+    np.testing.assert_array_equal(
+        np.concatenate(list(numpy.test_split_over(4))),
+        np.concatenate([np.asarray(b) for b in graph.test_split_over(4)]),
     )
     # The same training images (the first 200), in another shuffled order.
     first_epoch = np.concatenate(list(numpy.train))

@@ -126,12 +126,19 @@ class ArrayBatches(keras.utils.PyDataset):
             )
         return self._copy(shard=(rank, world_size))
 
-    def rebatched(self, batch_size, drop_remainder=False):
-        """The same images, in the same order, in batches of `batch_size`."""
-        return self._copy(batch_size=batch_size, drop_remainder=drop_remainder)
+    def split_over(self, num_devices):
+        """The same batches, in order, with the last one cut to a multiple of `num_devices`.
+
+        Fewer than `num_devices` images are left out, and only from the end.
+        """
+        if self.seed is not None:
+            raise ValueError("split_over keeps the order: it is for unshuffled batches.")
+        left_out = (len(self.images) % self.batch_size) % int(num_devices)
+        return self._copy(images=self.images[: len(self.images) - left_out])
 
     def _copy(self, **changes):
         options = {
+            "images": self.images,
             "batch_size": self.batch_size,
             "center": self.center,
             "seed": self.seed,
@@ -139,7 +146,7 @@ class ArrayBatches(keras.utils.PyDataset):
             "shard": self.shard,
             **changes,
         }
-        copy = ArrayBatches(self.images, options.pop("batch_size"), **options)
+        copy = ArrayBatches(options.pop("images"), options.pop("batch_size"), **options)
         copy.start_epoch(self.epoch)
         return copy
 
