@@ -151,6 +151,10 @@ arguments = sys.argv[1:]
 main([*arguments, "--epochs", "1"], standalone_mode=False)
 main(["fit", "--out", arguments[arguments.index("--out") + 1], "--resume", "--epochs", "2"],
      standalone_mode=False)
+import keras
+from keras_resvae import startup
+if keras.backend.backend() == "jax":  # the command gave JAX one CPU device per core
+    print("jax devices:", len(keras.distribution.list_devices()), startup.usable_cores())
 print("tensorflow imported:", "tensorflow" in sys.modules)
 """
 
@@ -174,7 +178,11 @@ def test_resvae_fit_on_in_memory_data_never_imports_tensorflow(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "tensorflow imported: False"
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "tensorflow imported: False"
+    if backend == "jax":
+        devices, cores = lines[-2].split(":")[1].split()
+        assert devices == cores
     assert not [line for line in result.stderr.splitlines() if startup.START_UP_NOISE.search(line)]
     assert (out / "model.keras").exists() and (out / "metrics.json").exists()
     assert len(list((out / "logs" / "train").iterdir())) == 2  # one event file per fit
