@@ -346,13 +346,13 @@ def main():
     "TensorFlow: XLA on GPU, a graph on CPU; PyTorch: eager); on = XLA / torch.compile.",
 )
 @click.option(
-    "--distribute/--no-distribute",
-    default=None,
-    help="Data-parallel over every local GPU (JAX: keras.distribution.DataParallel; "
-    "TensorFlow: MirroredStrategy; PyTorch: one process per device, started with "
+    "--distribute",
+    is_flag=True,
+    help="Data-parallel over every local GPU, else over one CPU device per core on JAX "
+    "(JAX: keras.distribution.DataParallel; TensorFlow: MirroredStrategy; PyTorch: one "
+    "process per device, started with "
     "'torchrun --standalone --nproc-per-node N --no-python resvae fit --distribute ...'); "
-    "--batch-size is the global batch. Default: on JAX without a GPU, the ResNet and "
-    "hierarchical VAEs train data-parallel over one CPU device per core (faster there).",
+    "--batch-size is the global batch.",
 )
 @seed_option
 @backend_option

@@ -11,14 +11,14 @@ PyTorch's own, one process per device started by `torchrun`, with the
 gradients averaged in the VAE's training step (see `torch_parallel`). Each
 process then trains on its share of every global batch (`shard_batches`).
 
-`resvae fit`'s default, `distribute="auto"`, is data-parallel only where
-that is the faster way to run and computes the same thing: JAX on a CPU
-split into one device per core (`startup.split_cpu_for_jax`), for the
-architectures measured faster so (`Architecture.cpu_data_parallel`). XLA:CPU
-runs many of a residual network's convolutions on one thread; one device per
+On a CPU, JAX sees one device unless `XLA_FLAGS` asks for more; the `resvae`
+command gives it one per core (`startup.split_cpu_for_jax`). XLA:CPU runs
+many of a residual network's convolutions on one thread, and one device per
 core puts every core to work (benchmarks/RESULTS.md). JAX shards the one
 global computation, so batch norm still sees the whole batch and the losses
-match one device up to float rounding.
+match one device up to float rounding; but each device holds its own copy of
+the weights and the optimizer's state, in the one memory a CPU has, so it is
+not the default.
 """
 
 import contextlib
@@ -46,29 +46,6 @@ def local_devices():
         "On the PyTorch backend the devices are processes started by torchrun: "
         f"{torch_parallel.torchrun_command()}"
     )
-
-
-AUTO = "auto"
-
-
-def cpu_cores_as_devices(batch_size=None):
-    """Whether JAX's devices are two or more CPUs, over which `batch_size` splits evenly.
-
-    False with any accelerator (data parallelism over GPUs is asked for with
-    `--distribute`), on TensorFlow and PyTorch, and when `batch_size` does not
-    split evenly over the devices.
-
-    Example:
-    >>> # XLA_FLAGS=--xla_force_host_platform_device_count=2 KERAS_BACKEND=jax
-    >>> cpu_cores_as_devices(batch_size=64)
-    True
-    """
-    if keras.backend.backend() != "jax":
-        return False
-    devices = keras.distribution.list_devices()
-    if len(devices) < 2 or not all(device.startswith("cpu") for device in devices):
-        return False
-    return batch_size is None or int(batch_size) % len(devices) == 0
 
 
 def check_batch_size(batch_size, num_devices):

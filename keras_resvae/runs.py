@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from keras_resvae import inputs, losses, torch_parallel
-from keras_resvae.architectures.registry import get_architecture, resolve_architecture
+from keras_resvae.architectures.registry import resolve_architecture
 from keras_resvae.atomic import atomic_path
 from keras_resvae.build import build_vae
 from keras_resvae.callbacks import (
@@ -43,13 +43,7 @@ from keras_resvae.callbacks import (
 )
 from keras_resvae.compilation import check_jit_compile
 from keras_resvae.datasets import ArrayBatches, load_dataset
-from keras_resvae.distribute import (
-    AUTO,
-    cpu_cores_as_devices,
-    data_parallel,
-    local_devices,
-    shard_batches,
-)
+from keras_resvae.distribute import data_parallel, local_devices, shard_batches
 from keras_resvae.images import save_png
 from keras_resvae.memory import check_batch_fits
 from keras_resvae.metrics import evaluate_vae, image_batches
@@ -117,9 +111,7 @@ FIT_DEFAULTS = dict(
     likelihood="gaussian_learned",
     precision="float32",
     jit_compile="auto",
-    # Data-parallel where it is the faster way and computes the same thing
-    # (JAX on a multi-core CPU, see distribute.py); True: over every device.
-    distribute=AUTO,
+    distribute=False,
     seed=0,
 )
 
@@ -172,12 +164,6 @@ def resolve_fit_config(**options):
     if config["beta"] < 0:
         raise ValueError(f"`beta` must be at least 0. Received: {config['beta']!r}")
     _check_stability_options(config)
-    if config["distribute"] is None:  # the command's --distribute/--no-distribute, not given
-        config["distribute"] = AUTO
-    if config["distribute"] not in (True, False, AUTO):
-        raise ValueError(
-            f"`distribute` must be True, False or {AUTO!r}. Received: {config['distribute']!r}"
-        )
     config["backend"] = keras.backend.backend()
     config["keras_version"] = keras.__version__
     return config
@@ -299,29 +285,12 @@ def fit_run(out, resume=False, dry_run=False, verbose="auto", evaluation=None, *
 
 def _distributed(out, resume, options):
     """Whether the run trains data-parallel: as asked, or as the resumed run did."""
-    # Only an explicit True starts processes: "auto" never does on PyTorch.
     if "distribute" in options or not resume:
-        return options.get("distribute") is True
+        return bool(options.get("distribute"))
     try:
-        return _read_json(os.path.join(out, CONFIG)).get("distribute") is True
+        return bool(_read_json(os.path.join(out, CONFIG)).get("distribute"))
     except (OSError, ValueError):  # no run there: _resumed_config says so
         return False
-
-
-def _data_parallel_here(config):
-    """Whether this run trains data-parallel: as asked, or, for "auto", where it is faster.
-
-    "auto" splits the batch over JAX's CPU devices (one per core, which the
-    `resvae` command sets up) for the architectures measured faster so; on
-    one device, an accelerator, TensorFlow or PyTorch it trains as before.
-    Runs saved before "auto" existed say False.
-    """
-    distribute = config.get("distribute", False)
-    if distribute != AUTO:
-        return bool(distribute)
-    return get_architecture(config["arch"]).cpu_data_parallel and cpu_cores_as_devices(
-        config["batch_size"]
-    )
 
 
 def _never_started(out, resume, folder):
@@ -400,12 +369,9 @@ def _seeded_data(config):
 
 def _train(out, config, data, checkpoint, verbose, evaluation):
     """Builds or restores the model, trains it, and writes the run's files."""
-    with data_parallel(_data_parallel_here(config), config["batch_size"]) as replicas:
+    with data_parallel(config.get("distribute", False), config["batch_size"]) as replicas:
         if replicas > 1 and torch_parallel.is_writer():
-            devices = ", ".join(map(str, local_devices()))
-            why = " (one JAX device per CPU core; --no-distribute for one)"
-            print(f"Data-parallel over {replicas} devices: {devices}", end="")
-            print(why if config.get("distribute") == AUTO else "")
+            print(f"Data-parallel over {replicas} devices: {', '.join(map(str, local_devices()))}")
         initial_epoch = 0
         if checkpoint:
             # Under the run's precision, as a new run is built (the VAE's own policy).

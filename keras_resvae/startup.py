@@ -198,8 +198,9 @@ def split_cpu_for_jax(environ=None):
     """Gives JAX one CPU device per usable core, unless `XLA_FLAGS` already sets a count.
 
     JAX reads `XLA_FLAGS` when it starts its backend, so this must run before.
-    With a GPU the CPU devices are there but unused: JAX computes on the GPU.
-    `resvae fit` trains data-parallel over them (`distribute.cpu_cores_as_devices`).
+    Without `--distribute` JAX computes on the first device as before (on a
+    GPU when there is one); `resvae fit --distribute` on a CPU trains
+    data-parallel over them, with no `XLA_FLAGS` to set by hand.
 
     Returns:
         The number of devices set, or None when nothing was changed (one core,

@@ -316,20 +316,14 @@ def test_skipping_large_steps_over_two_devices():
         assert "not supported with tf.distribute" in parse(output, "ERROR")
 
 
-AUTO_ON_CPU_CORES = textwrap.dedent(
+SPLIT_RUN = textwrap.dedent(
     """
-    from keras_resvae.runs import _data_parallel_here, fit_run
+    from keras_resvae.runs import fit_run
 
-    def here(arch, distribute="auto", batch_size=32):
-        return _data_parallel_here(dict(arch=arch, distribute=distribute, batch_size=batch_size))
-
-    # Measured faster split (RESULTS.md): the residual VAEs, not the basic one.
-    print("DECISIONS", here("resnet18"), here("resnet50"), here("hvae"), here("basic"),
-          here("resnet18", batch_size=33), here("resnet18", distribute=False),
-          here("basic", distribute=True))
     # 297 test digits in batches of 32 end with 9: validation keeps 8 of them.
     config, metrics = fit_run({out!r}, arch="resnet18", use_batch_norm=False, width=0.125,
-                              latent_dim=4, limit=64, epochs=2, batch_size=32, verbose=0)
+                              latent_dim=4, limit=64, epochs=2, batch_size=32, distribute=True,
+                              verbose=0)
     print("RUN", config["distribute"], metrics["num_images"])
     # Resumed: the checkpoint is loaded into the devices, and training goes on.
     config, metrics = fit_run({out!r}, resume=True, epochs=3, verbose=0)
@@ -339,35 +333,17 @@ AUTO_ON_CPU_CORES = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_jax_on_cpu_cores_trains_residual_vaes_data_parallel_by_default(tmp_path):
+def test_a_run_split_over_cpu_devices_validates_and_resumes(tmp_path):
     if keras.backend.backend() != "jax":
-        pytest.skip("one device per CPU core is JAX's; the others train as before")
+        pytest.skip("TensorFlow's run is the end-to-end test above; PyTorch's runs processes")
     out = tmp_path / "run"
-    output = run_with_two_devices(AUTO_ON_CPU_CORES.format(out=str(out)), "jax")
-    assert parse(output, "DECISIONS").split() == ["True"] * 3 + ["False"] * 3 + ["True"]
-    assert "Data-parallel over 2 devices: cpu:0, cpu:1 (one JAX device per CPU core" in output
+    output = run_with_two_devices(SPLIT_RUN.format(out=str(out)), "jax")
     # The final evaluation, outside the data-parallel scope, sees every test image.
-    assert parse(output, "RUN").split() == ["auto", "297"]
+    assert parse(output, "RUN").split() == ["True", "297"]
     assert parse(output, "RESUMED").split() == ["3", "297"]
-    assert output.count("Data-parallel over 2 devices") == 2
+    assert output.count("Data-parallel over 2 devices: cpu:0, cpu:1") == 2
     history = (out / "history.csv").read_text().splitlines()
     assert len(history) == 4 and "val_loss" in history[0]
-
-
-def test_one_device_trains_as_before_and_distribute_is_checked(tmp_path):
-    from keras_resvae.runs import _data_parallel_here, resolve_fit_config
-
-    # This test process has one JAX device (or another backend): "auto" is one device.
-    config = resolve_fit_config(arch="resnet18")
-    assert config["distribute"] == "auto" and not _data_parallel_here(config)
-    assert resolve_fit_config(distribute=None)["distribute"] == "auto"  # the option not given
-    with pytest.raises(ValueError, match=r"`distribute` must be True, False or 'auto'"):
-        resolve_fit_config(distribute="yes")
-    result = CliRunner().invoke(
-        main, ["fit", "--no-distribute", "--dry-run", "--out", str(tmp_path / "r")]
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["distribute"] is False
 
 
 def test_the_command_gives_jax_one_cpu_device_per_core(monkeypatch):

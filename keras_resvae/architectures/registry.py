@@ -44,9 +44,6 @@ class Architecture:
         build_hierarchy: for a hierarchical VAE, `(image_shape, latent_channels,
             num_scales, width, use_batch_norm, groups_per_scale) -> networks` (see
             `keras_resvae.HierarchicalVAE`); None for an encoder/decoder pair.
-        cpu_data_parallel: JAX on a multi-core CPU trains it faster data-parallel
-            over one device per core than on one device (measured on 2 cores,
-            benchmarks/RESULTS.md), so `resvae fit` does that by default.
     """
 
     name: str
@@ -57,7 +54,6 @@ class Architecture:
     encoder_options: tuple = ()
     decoder_options: tuple = ()
     build_hierarchy: Callable = None
-    cpu_data_parallel: bool = False
 
     @property
     def options(self):
@@ -84,7 +80,6 @@ def _resnet(name, block_type, stage_blocks, summary):
         default_use_batch_norm=True,
         encoder_options=("stem", "pooling"),
         decoder_options=("stem", "upsampling"),
-        cpu_data_parallel=True,
     )
 
 
@@ -97,7 +92,6 @@ ARCHITECTURES = {
             build_encoder=build_basic_encoder,
             build_decoder=build_basic_decoder,
             default_use_batch_norm=False,
-            # Split over one JAX device per core, it trained 1.2x slower (RESULTS.md).
         ),
         _resnet(
             "resnet18",
@@ -119,7 +113,6 @@ ARCHITECTURES = {
             default_use_batch_norm=False,
             encoder_options=HIERARCHY_OPTIONS,
             build_hierarchy=build_hierarchy,
-            cpu_data_parallel=True,
         ),
     )
 }
