@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from comma_lists import comma_list
+
 BATCH = 64
 # (height/width, channels) of the full-width ResNet-18 VAE's stages at 32x32.
 STAGES = [(32, 64), (16, 128), (8, 256), (4, 512)]
@@ -194,7 +196,7 @@ def main(argv=None):
         help="Also time the input's and the kernel's gradients alone.",
     )
     args = parser.parse_args(argv)
-    strides = {int(s) for s in args.strides.split(",")}
+    strides = set(comma_list(args.strides, int))
     stages = args.stages or (3 if args.width == 0.25 else 4)
     shapes = conv_shapes(args.width, strides, stages)
     if args.worker:
@@ -202,7 +204,7 @@ def main(argv=None):
         print("RESULT " + json.dumps(rows))
         return 0
     print(f"CPUs this process may use: {len(os.sched_getaffinity(0))}")
-    for engine in args.engines.split(","):
+    for engine in comma_list(args.engines):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         command = [sys.executable, os.path.abspath(__file__), "--worker", engine]
         command += ["--repeats", str(args.repeats), "--width", str(args.width)]

@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+from comma_lists import comma_list
+
 SHAPE = (32, 32, 3)
 
 
@@ -98,11 +100,11 @@ def main(argv=None):
     parser.add_argument("--bn", action="store_true")
     parser.add_argument("--json", default=None, help="Also write the rows here.")
     args = parser.parse_args(argv)
-    sizes = sorted(int(n) for n in args.images.split(","))
-    samples = [int(k) for k in args.iwae_samples.split(",")]
+    sizes = sorted(comma_list(args.images, int))
+    samples = comma_list(args.iwae_samples, int)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for backend in args.backends.split(","):
+        for backend in comma_list(args.backends):
             model, parameters = _save_model(folder, backend, args)
             print(f"{backend}: {args.arch} width {args.width}, {parameters:,} parameters")
             for k, n in itertools.product(samples, sizes):

@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 
+from comma_lists import comma_list
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 SHAPE = (32, 32, 3)
@@ -116,11 +118,6 @@ def check(backend, width, allow_cpu, precisions=("float32", "mixed_bfloat16")):
     return found
 
 
-def _names(text):
-    """The names of a comma-separated option value, without blanks."""
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
 def _run_check(backend, args):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     command = [sys.executable, os.path.abspath(__file__), "--worker", backend]
@@ -164,11 +161,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.worker:
-        found = check(args.worker, args.width, args.cpu, _names(args.precisions))
+        found = check(args.worker, args.width, args.cpu, comma_list(args.precisions))
         print("RESULT " + json.dumps(found), flush=True)
         return 0
 
-    backends = _names(args.backends)
+    backends = comma_list(args.backends)
     checks = []
     for backend in backends:
         checks.append(_run_check(backend, args))

@@ -23,6 +23,7 @@ import os
 import statistics
 
 import keras
+from comma_lists import comma_list
 
 from keras_resvae.compare import run_comparison, variant_names, variant_run_folder
 
@@ -52,7 +53,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     backend = keras.backend.backend()
     out = args.out or os.path.join("reports", f"seed-sweep-{backend}")
-    names = variant_names(args.variants.split(","), args.center)
+    names = variant_names(comma_list(args.variants), args.center)
     options = {"dataset": args.dataset, "seed": args.first_seed}
     if args.epochs:
         options["epochs"] = args.epochs

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from comma_lists import comma_list
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -111,7 +113,7 @@ def main(argv=None):
         "| s/step (median) |"
     )
     print("|---|---|---|---|")
-    variants = [f"keras-{backend}" for backend in args.backends.split(",")] + ["native"]
+    variants = [f"keras-{backend}" for backend in comma_list(args.backends)] + ["native"]
     for variant in variants:
         row = {"saved": float("nan")}
         measures = ("saved", "peak") if variant in ("keras-torch", "native") else ("peak",)

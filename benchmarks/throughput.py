@@ -40,6 +40,8 @@ import subprocess
 import sys
 import time
 
+from comma_lists import comma_list
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHAPES = {"cifar10": (32, 32, 3), "mnist": (28, 28, 1)}
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
@@ -414,8 +416,8 @@ def main(argv=None):
         print("RESULT " + json.dumps(WORKERS[args.worker](args)))
         return 0
 
-    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
-    widths = [float(w) for w in str(args.width).split(",") if w.strip()]
+    archs = comma_list(args.arch)
+    widths = comma_list(args.width, float)
     if len(widths) == 1:
         widths *= len(archs)
     if len(widths) != len(archs):
@@ -434,11 +436,11 @@ def main(argv=None):
 def _measure(args):
     """Every backend, batch size and precision for one architecture; prints and returns the rows."""
     rows = []
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    jit_settings = [j.strip() for j in args.jit_compile.split(",") if j.strip()]
+    backends = comma_list(args.backends)
+    jit_settings = comma_list(args.jit_compile)
     print(f"\n{args.arch} (width {args.width:g}, latent dim {args.latent_dim})", flush=True)
-    for precision in args.precisions.split(","):
-        for batch_size in map(int, args.batch_sizes.split(",")):
+    for precision in comma_list(args.precisions):
+        for batch_size in comma_list(args.batch_sizes, int):
             for backend, jit_compile in itertools.product(backends, jit_settings):
                 if backend == "jax" and (
                     jit_compile == "off" or (jit_compile == "on" and "auto" in jit_settings)
