@@ -304,6 +304,22 @@ def test_the_gpu_check_runs_on_the_cpu(tmp_path):
     assert all(row["images_per_second"] > 0 for row in speeds.values())
 
 
+def test_the_benchmarks_read_comma_lists_alike():
+    # Every benchmark script parses its comma-separated options with this one helper.
+    spec = importlib.util.spec_from_file_location(
+        "comma_lists", ROOT / "benchmarks" / "comma_lists.py"
+    )
+    comma_lists = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(comma_lists)
+    assert comma_lists.comma_list(" jax, torch ,,") == ["jax", "torch"]
+    assert comma_lists.comma_list("64,128", int) == [64, 128]
+    assert comma_lists.comma_list(0.25, float) == [0.25]
+    assert comma_lists.comma_list("") == []
+    for path in (ROOT / "benchmarks").glob("*.py"):
+        if path.name != "comma_lists.py":
+            assert 'split(",")' not in path.read_text(), f"{path.name} splits a list itself"
+
+
 def test_the_sample_quality_score_tells_digits_from_noise(tmp_path):
     # benchmarks/sample_quality.py's digit score is what the README's prior-sample
     # table reports: it must rank the test digits far above noise, and score a model.
